@@ -1,0 +1,30 @@
+# Two commands do everything (README): `make study` reruns the study, `make test` runs all tests.
+# Both create the environment in .venv when it is missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PRESET ?= smoke
+KERNEL := pspnet-study
+
+.PHONY: env study test lint bench clean-generated
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --progress-bar off -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "PSPNet study (.venv)"
+	touch $@
+
+study: env
+	$(PY) -m pspnet_core.study --params $(PRESET)
+
+test: env
+	$(PY) -m ruff check .
+	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+
+bench: env
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean-generated:
+	rm -rf data runs outputs

@@ -1,0 +1,413 @@
+"""One validated schema for every parameter of the study (DESIGN.md, "One source of truth").
+
+``load_params("smoke")`` reads ``params/smoke.yaml``; ``load_params(path)`` reads any YAML file.
+Overrides are dotted keys (``{"train.epochs": 3}``) or keywords with ``__`` for the dot
+(``train__epochs=3``). Every key, type and range is checked before anything runs: an error names
+the key and says what is allowed.
+
+``resolve_run(cfg, "sgd_mix")`` flattens the preset into the :class:`RunConfig` of one training
+run; its :func:`run_hash` covers everything that changes training (not the device, progress bars).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pspnet_core.paths import PARAMS_DIR
+
+
+class ParamsError(ValueError):
+    """A parameter file or override is invalid; the message names the key and what is allowed."""
+
+
+def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
+    return {"min": lo, "max": hi}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the datasets come from (PAPER.md section 3)."""
+
+    root: str = "data"  # relative paths are resolved against the project root
+    voc_source: Literal["synthetic", "voc2012"] = "synthetic"
+    voc_root: str = "synthetic/voc"  # folder holding VOCdevkit/VOC2012 (relative to root)
+    voc_image_set: Literal["train", "val", "trainval"] = "trainval"
+    download: bool = False  # torchvision VOCSegmentation download flag (needs internet)
+    num_classes: int = field(default=21, metadata=_rng(2, 1000))  # VOC2012: 20 objects + bg
+    n_train: int = field(default=1400, metadata=_rng(1))
+    n_heldout: int = field(default=500, metadata=_rng(1))
+    split_seed: int = field(default=0, metadata=_rng(0))
+    leaf_source: Literal["synthetic", "kaggle"] = "synthetic"
+    leaf_root: str = "synthetic/leaf"  # folder holding images/ and masks/ (relative to root)
+    leaf_heldout_fraction: float = field(default=0.2, metadata=_rng(0.01, 0.99))
+    synthetic_voc_images: int = field(default=120, metadata=_rng(4))
+    synthetic_leaf_images: int = field(default=40, metadata=_rng(4))
+    synthetic_size: int = field(default=160, metadata=_rng(64, 2048))
+    synthetic_seed: int = field(default=0, metadata=_rng(0))
+    num_workers: int = field(default=0, metadata=_rng(0, 64))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """PSPNet options (PAPER.md section 1)."""
+
+    weights: str | None = None  # "imagenet", None (random init) or a path to a state dict
+    freeze_backbone: bool = False
+    aux_weight: float = field(default=0.4, metadata=_rng(0.0, 10.0))
+    dropout: float = field(default=0.1, metadata=_rng(0.0, 0.9))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Affine/blur preset and Mixup/CutMix (PAPER.md section 4)."""
+
+    normalize: Literal["imagenet", "paper"] = "imagenet"
+    hflip: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+    scale_min: float = field(default=0.5, metadata=_rng(0.05, 10.0))
+    scale_max: float = field(default=2.0, metadata=_rng(0.05, 10.0))
+    rotate: float = field(default=10.0, metadata=_rng(0.0, 180.0))
+    blur_limit: int = field(default=5, metadata=_rng(3, 31))
+    cutmix_prob: float = field(default=0.5, metadata=_rng(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """SGD with poly decay (PAPER.md section 5)."""
+
+    lr: float = field(default=0.01, metadata=_rng(1e-8, 10.0))
+    momentum: float = field(default=0.9, metadata=_rng(0.0, 0.999))
+    weight_decay: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+    poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
+    poly_step: Literal["epoch", "iter"] = "epoch"
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """Adam (PAPER.md section 5)."""
+
+    lr: float = field(default=0.01, metadata=_rng(1e-8, 10.0))
+    beta1: float = field(default=0.9, metadata=_rng(0.0, 0.9999))
+    beta2: float = field(default=0.999, metadata=_rng(0.0, 0.99999))
+    weight_decay: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Epochs, batch and input sizes (PAPER.md section 3: 473x473)."""
+
+    epochs: int = field(default=30, metadata=_rng(1, 10000))
+    batch_size: int = field(default=8, metadata=_rng(1, 4096))
+    eval_batch_size: int = field(default=8, metadata=_rng(1, 4096))
+    image_size: int = field(default=473, metadata=_rng(64, 4096))
+    leaf_epochs: int = field(default=30, metadata=_rng(1, 10000))
+    leaf_image_size: int = field(default=473, metadata=_rng(64, 4096))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One named training run of the study."""
+
+    task: Literal["voc", "leaf"] = "voc"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    augment: Literal["none", "affine", "mix"] = "affine"
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    """Figures 6-9: how many random images are ranked and how many are shown."""
+
+    n_random: int = field(default=100, metadata=_rng(1))
+    n_show: int = field(default=16, metadata=_rng(1))
+    seed: int = field(default=0, metadata=_rng(0))
+
+
+DEFAULT_RUNS: dict[str, RunSpec] = {
+    "sgd_none": RunSpec("voc", "sgd", "none"),
+    "sgd_affine": RunSpec("voc", "sgd", "affine"),
+    "sgd_mix": RunSpec("voc", "sgd", "mix"),
+    "adam_affine": RunSpec("voc", "adam", "affine"),
+    "adam_mix": RunSpec("voc", "adam", "mix"),
+    "leaf_sgd_affine": RunSpec("leaf", "sgd", "affine"),
+}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole preset: ``params/<name>.yaml``."""
+
+    name: str = "custom"
+    seed: int = field(default=0, metadata=_rng(0))
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    quiet: bool = False
+    runs_dir: str = "runs"
+    figures_dir: str = "figures"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    sgd: SGDConfig = SGDConfig()
+    adam: AdamConfig = AdamConfig()
+    train: TrainConfig = TrainConfig()
+    gallery: GalleryConfig = GalleryConfig()
+    runs: dict[str, RunSpec] = field(default_factory=lambda: dict(DEFAULT_RUNS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs, flattened from a :class:`StudyConfig`.
+
+    ``run_hash`` hashes all of it except the fields in ``NOT_HASHED``.
+    """
+
+    preset: str
+    run: str
+    task: Literal["voc", "leaf"]
+    optimizer: Literal["sgd", "adam"]
+    augment: Literal["none", "affine", "mix"]
+    num_classes: int
+    epochs: int
+    batch_size: int
+    eval_batch_size: int
+    image_size: int
+    seed: int
+    precision: str
+    channels_last: bool
+    device: str
+    quiet: bool
+    data: DataConfig
+    model: ModelConfig
+    augmentation: AugmentConfig
+    optim: SGDConfig | AdamConfig
+    runs_dir: str
+
+    NOT_HASHED: typing.ClassVar[tuple[str, ...]] = ("preset", "device", "quiet", "runs_dir")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists: what YAML and JSON hold."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ParamsError(f"{key}: {value!r} is not allowed; use {_type_name(tp)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ParamsError as err:
+                errors.append(str(err))
+        raise ParamsError(f"{key}: {value!r} has the wrong type; expected {_type_name(tp)}")
+    if tp is type(None):
+        if value is not None:
+            raise ParamsError(f"{key}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin is dict:
+        _, value_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key}: expected a mapping of name -> settings, got {value!r}")
+        return {str(k): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this schema
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, validating keys, types and ranges."""
+    where = prefix or "top level"
+    if values is None:
+        values = {}
+    if dataclasses.is_dataclass(values):
+        return values
+    if not isinstance(values, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ParamsError(
+            f"unknown key {key!r}; allowed keys at {where}: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        value = _coerce(value, hints[name], key)
+        lo, hi = fields[name].metadata.get("min"), fields[name].metadata.get("max")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                raise ParamsError(f"{key}: {value!r} is out of range; allowed {bounds}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_consistency(cfg: StudyConfig) -> None:
+    if cfg.augment.scale_min > cfg.augment.scale_max:
+        raise ParamsError(
+            f"augment.scale_min ({cfg.augment.scale_min}) must not exceed "
+            f"augment.scale_max ({cfg.augment.scale_max})"
+        )
+    if not cfg.runs:
+        raise ParamsError("runs: at least one run must be defined")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PARAMS_DIR.glob("*.yaml"))
+
+
+def _preset_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ParamsError(f"parameter file {path} does not exist")
+        return path
+    candidate = PARAMS_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ParamsError(
+            f"no preset {str(name_or_path)!r}: {candidate} does not exist; "
+            f"available presets: {', '.join(available_presets())} (or pass a path to a .yaml file)"
+        )
+    return candidate
+
+
+def _apply_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"override {dotted!r}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_params(
+    name_or_path: str | Path = "smoke",
+    overrides: dict[str, Any] | None = None,
+    **kw_overrides: Any,
+) -> StudyConfig:
+    """Read and validate a preset; ``overrides`` use dotted keys, keywords use ``__``.
+
+    >>> cfg = load_params("smoke", {"train.epochs": 2}, seed=3)
+    """
+    path = _preset_path(name_or_path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(tree, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level")
+    tree.setdefault("name", path.stem)
+    merged = dict(overrides or {})
+    merged.update({k.replace("__", "."): v for k, v in kw_overrides.items()})
+    for dotted, value in merged.items():
+        _apply_override(tree, dotted, value)
+    try:
+        cfg = _build(StudyConfig, tree, "")
+        _check_consistency(cfg)
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+    return cfg
+
+
+def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
+    """The flat :class:`RunConfig` of run ``run`` of preset ``cfg``."""
+    if run not in cfg.runs:
+        raise ParamsError(f"no run {run!r} in preset {cfg.name!r}; runs: {', '.join(cfg.runs)}")
+    spec = cfg.runs[run]
+    leaf = spec.task == "leaf"
+    return RunConfig(
+        preset=cfg.name,
+        run=run,
+        task=spec.task,
+        optimizer=spec.optimizer,
+        augment=spec.augment,
+        num_classes=1 if leaf else cfg.data.num_classes,
+        epochs=cfg.train.leaf_epochs if leaf else cfg.train.epochs,
+        batch_size=cfg.train.batch_size,
+        eval_batch_size=cfg.train.eval_batch_size,
+        image_size=cfg.train.leaf_image_size if leaf else cfg.train.image_size,
+        seed=cfg.seed,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+        device=cfg.device,
+        quiet=cfg.quiet,
+        data=cfg.data,
+        model=cfg.model,
+        augmentation=cfg.augment,
+        optim=cfg.sgd if spec.optimizer == "sgd" else cfg.adam,
+        runs_dir=cfg.runs_dir,
+    )
+
+
+def run_hash(run_cfg: RunConfig) -> str:
+    """12 hex digits over everything that changes training."""
+    plain = {k: v for k, v in run_cfg.to_dict().items() if k not in RunConfig.NOT_HASHED}
+    blob = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def dump_params(cfg: StudyConfig | RunConfig) -> str:
+    """YAML text of a resolved config (what the run store writes as params.yaml)."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
