@@ -1,0 +1,128 @@
+"""The parameter schema: one clear error before anything runs; hashes that track training."""
+
+import dataclasses
+
+import pytest
+import yaml
+
+from pspnet_core import config
+from pspnet_core.config import ParamsError, load_params, resolve_run, run_hash
+
+
+def test_presets_load_and_resolve_every_run():
+    for preset in ("smoke", "paper"):
+        cfg = load_params(preset)
+        assert cfg.name == preset
+        for run in cfg.runs:
+            rc = resolve_run(cfg, run)
+            assert rc.num_classes == (1 if rc.task == "leaf" else cfg.data.num_classes)
+    smoke = load_params("smoke")
+    assert smoke.data.voc_source == "synthetic" and smoke.model.weights is None
+    paper = load_params("paper")
+    assert paper.train.image_size == 473 and paper.data.n_train == 1400
+    assert paper.data.n_heldout == 500 and paper.model.freeze_backbone
+    assert paper.sgd.lr == 0.01 and paper.sgd.weight_decay == 1e-4 and paper.sgd.poly_power == 0.9
+    assert paper.adam.lr == 0.01 and (paper.adam.beta1, paper.adam.beta2) == (0.9, 0.999)
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(ParamsError) as err:
+        load_params("smoke", {"train.epoch": 3})
+    msg = str(err.value)
+    assert "'train.epoch'" in msg and "epochs" in msg and "batch_size" in msg
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"sed": 1}))
+    with pytest.raises(ParamsError, match=r"unknown key 'sed'.*seed"):
+        load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("train.epochs", "ten", r"train\.epochs: expected an integer"),
+        ("train.epochs", 2.5, r"train\.epochs: expected an integer"),
+        ("channels_last", "yes", r"channels_last: expected true or false"),
+        ("sgd.lr", "fast", r"sgd\.lr: expected a number"),
+        ("precision", "fp16", r"precision: 'fp16' is not allowed; use one of 'fp32', 'bf16'"),
+        ("runs.x", {"optimizer": "rmsprop"}, r"runs\.x\.optimizer: 'rmsprop' is not allowed"),
+    ],
+)
+def test_wrong_type_names_key(key, value, pattern):
+    with pytest.raises(ParamsError, match=pattern):
+        load_params("smoke", {key: value})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "pattern"),
+    [
+        ("train.epochs", 0, r"train\.epochs: 0 is out of range; allowed \[1, 10000\]"),
+        ("sgd.momentum", 1.5, r"sgd\.momentum: 1\.5 is out of range"),
+        ("augment.hflip", -0.1, r"augment\.hflip: -0\.1 is out of range; allowed \[0\.0, 1\.0\]"),
+        ("train.image_size", 8, r"train\.image_size: 8 is out of range"),
+    ],
+)
+def test_out_of_range_names_key_and_range(key, value, pattern):
+    with pytest.raises(ParamsError, match=pattern):
+        load_params("smoke", {key: value})
+
+
+def test_inconsistent_scale_range():
+    with pytest.raises(ParamsError, match="scale_min"):
+        load_params("smoke", {"augment.scale_min": 3.0})
+
+
+def test_missing_preset_lists_available():
+    with pytest.raises(ParamsError, match="available presets: .*smoke"):
+        load_params("nope")
+
+
+def test_overrides_dotted_and_keyword():
+    cfg = load_params("smoke", {"train.epochs": 3}, seed=7, sgd__momentum=0.5)
+    assert cfg.train.epochs == 3 and cfg.seed == 7 and cfg.sgd.momentum == 0.5
+    assert isinstance(load_params("smoke", {"sgd.lr": 1}).sgd.lr, float)  # int accepted as float
+    assert load_params("smoke").train.epochs != 3  # the file itself is untouched
+
+
+def test_configs_are_frozen():
+    cfg = load_params("smoke")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+
+
+def test_unknown_run_lists_runs():
+    with pytest.raises(ParamsError, match="runs: .*sgd_mix"):
+        resolve_run(load_params("smoke"), "sgd_nothing")
+
+
+def test_run_hash_stable_and_sensitive():
+    cfg = load_params("smoke")
+    h = run_hash(resolve_run(cfg, "sgd_mix"))
+    assert len(h) == 12 and h == run_hash(resolve_run(load_params("smoke"), "sgd_mix"))
+    # things that change training change the hash
+    for override in (
+        {"seed": 1},
+        {"train.epochs": 9},
+        {"sgd.momentum": 0.8},
+        {"augment.cutmix_prob": 0.25},
+        {"precision": "fp32"},
+        {"data.n_train": 40},
+        {"model.aux_weight": 0.3},
+    ):
+        assert run_hash(resolve_run(load_params("smoke", override), "sgd_mix")) != h, override
+    # things that do not change training keep it
+    for override in ({"device": "cpu"}, {"quiet": True}, {"runs_dir": "elsewhere"}, {"name": "x"}):
+        assert run_hash(resolve_run(load_params("smoke", override), "sgd_mix")) == h, override
+    # settings of the other optimizer do not matter to an SGD run
+    assert run_hash(resolve_run(load_params("smoke", {"adam.lr": 0.5}), "sgd_mix")) == h
+    # different runs differ
+    assert run_hash(resolve_run(cfg, "sgd_affine")) != h
+
+
+def test_dump_params_round_trips():
+    rc = resolve_run(load_params("smoke"), "adam_mix")
+    tree = yaml.safe_load(config.dump_params(rc))
+    assert tree["run"] == "adam_mix" and tree["optim"]["lr"] == rc.optim.lr
+    assert tree == rc.to_dict()
