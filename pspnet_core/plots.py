@@ -1,0 +1,507 @@
+"""Every figure of the study (PAPER.md section 6) as a plain drawing function.
+
+The functions take arrays / DataFrames that the notebooks already computed (no training, no
+model calls here) and return a :class:`matplotlib.figure.Figure`. Figures are built with
+``matplotlib.figure.Figure`` directly, not through pyplot, so nothing accumulates in pyplot's
+registry and they work under any backend (Agg in batch runs). In a notebook, end the cell with
+``fig`` (or call ``display(fig)``) to show it, then :func:`save_figure` it.
+
+Arrays may be numpy arrays or CPU/GPU torch tensors (converted with ``.detach().cpu()``).
+
+API (figure numbers as in PAPER.md section 6)::
+
+    save_figure(fig, figures_dir, name, dpi=120, formats=("png", "pdf")) -> list[Path]
+        # atomic (temp file + os.replace); name "fig05_learning_curves_sgd" -> .png and .pdf
+    voc_palette() -> uint8 (256, 3)          # VOC palette; 255 -> (224, 224, 192)
+    colorize(labels, colormap=None) -> uint8 (..., 3)
+    color_for(label) -> str                  # "none" green, "affine" blue, "mix" red
+
+    architecture_diagram(trace, param_rows, title=...) -> Figure               # fig01
+        trace: [{"part": "stem", "shape": (1, 128, 25, 25)}, ...] (model.trace_shapes)
+        param_rows: [{"part": "stem", "total": int, "trainable": int}, ...]
+                    (model.parameters_by_part); parts whose name contains "aux" are drawn
+                    as the auxiliary branch from layer3.
+    augmentation_grid(images, labels, colormap=None, title="", captions=None) -> Figure
+        # figs 02-04: images uint8 (N,H,W,3), labels int (N,H,W); row (a) inputs, (b) labels
+    learning_curves(histories, colors=None, title="", metric="heldout_miou") -> Figure
+        # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)}
+    loss_gallery(images, labels, predictions, losses, ids, colormap=None, title="",
+                 ncols=4) -> Figure
+        # figs 06-09: tiles of input | label | prediction, caption "id  loss"
+        # predictions: int label maps (N,H,W) or logits (N,K,H,W) (argmax taken)
+    leaf_panels(image, mask, probability, threshold=0.5) -> (fig11, fig12, fig13)
+    leaf_image_figure(image) / leaf_mask_figure(image, mask) /
+    leaf_heatmap_figure(image, probability, mask=None, threshold=0.5)
+        # image uint8 (H,W,3), mask (H,W) {0,1}, probability (H,W) in [0,1]
+
+Typical notebook cell::
+
+    fig = plots.learning_curves({"none": h1, "affine": h2, "mix": h3}, title="SGD")
+    plots.save_figure(fig, fig_dir, "fig05_learning_curves_sgd")
+    fig
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+AUGMENT_COLORS: dict[str, str] = {"none": "tab:green", "affine": "tab:blue", "mix": "tab:red"}
+DEFAULT_DPI = 120
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _np(x: Any) -> np.ndarray:
+    """numpy view of an array-like or a torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.bfloat16", "torch.float16"):
+            x = x.float()
+        x = x.numpy()
+    return np.asarray(x)
+
+
+def voc_palette() -> np.ndarray:
+    """The PASCAL VOC colormap, uint8 (256, 3): the standard bit-interleaving palette.
+
+    Index 255 (ignore / object border) is (224, 224, 192) as in VOC's own PNGs.
+    """
+    cmap = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+def colorize(labels: Any, colormap: Any = None) -> np.ndarray:
+    """Label map(s) int (..., H, W) -> uint8 RGB (..., H, W, 3) through ``colormap`` (256, 3).
+
+    Values outside 0..255 are clipped (so -1 shows as class 0); 255 uses the palette's 255
+    colour (VOC: (224, 224, 192)).
+    """
+    cmap = voc_palette() if colormap is None else _np(colormap).astype(np.uint8)
+    if cmap.shape != (256, 3):
+        raise ValueError(f"colormap must have shape (256, 3), got {cmap.shape}")
+    lab = _np(labels)
+    lab = np.clip(np.rint(lab) if lab.dtype.kind == "f" else lab, 0, 255).astype(np.intp)
+    return cmap[lab]
+
+
+def _as_rgb_images(images: Any) -> np.ndarray:
+    """(N,H,W,3) uint8; accepts (N,3,H,W) too, and floats in [0,1]."""
+    arr = _np(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise ValueError(f"images must be (N, H, W, 3), got shape {arr.shape}")
+    if arr.shape[-1] != 3 and arr.shape[1] == 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    if arr.dtype != np.uint8:
+        if arr.dtype.kind == "f" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return arr
+
+
+def _as_label_maps(x: Any) -> np.ndarray:
+    """(N,H,W) ints; (N,K,H,W) logits/probabilities are arg-maxed over K."""
+    arr = _np(x)
+    if arr.ndim == 4:
+        arr = arr.argmax(axis=1)
+    if arr.ndim == 2:
+        arr = arr[None]
+    return arr
+
+
+def _blank(ax: Any) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def color_for(label: str) -> str:
+    """Colour of a run by its augmentation: "none" green, "affine" blue, "mix" red."""
+    low = label.lower()
+    for key in ("none", "affine", "mix"):
+        if low.endswith(key):
+            return AUGMENT_COLORS[key]
+    return "tab:gray"
+
+
+def save_figure(
+    fig: Figure,
+    figures_dir: str | Path,
+    name: str,
+    dpi: int = DEFAULT_DPI,
+    formats: Sequence[str] = ("png", "pdf"),
+) -> list[Path]:
+    """Write ``fig`` as ``figures_dir/name.png`` and ``.pdf``, each atomically.
+
+    Each file is written to a temporary file in the same folder and moved into place with
+    ``os.replace``, so a reader never sees half a figure. Returns the written paths.
+    """
+    out_dir = Path(figures_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = name
+    for fmt in formats:
+        if stem.endswith("." + fmt):
+            stem = stem[: -len(fmt) - 1]
+    written = []
+    for fmt in formats:
+        target = out_dir / f"{stem}.{fmt}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{fmt}.tmp", dir=out_dir)
+        os.close(fd)
+        try:
+            # no creation date in PDFs: identical figures give identical files
+            metadata = {"CreationDate": None} if fmt == "pdf" else None
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; use what open() would
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        written.append(target)
+    return written
+
+
+def _human(n: int | float) -> str:
+    n = float(n)
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{int(n)}"
+
+
+def _shape_text(shape: Any) -> str:
+    dims = [int(d) for d in (shape if shape is not None else [])]
+    if len(dims) == 4:  # (B, C, H, W): drop the batch
+        dims = dims[1:]
+    return "\u00d7".join(str(d) for d in dims) if dims else "?"
+
+
+# ---------------------------------------------------------------- fig01
+
+
+def architecture_diagram(
+    trace: Sequence[Mapping[str, Any]],
+    param_rows: Sequence[Mapping[str, Any]],
+    title: str = "Fig. 1  PSPNet: stem, dilated ResNet50, pyramid pooling, decoder, aux branch",
+) -> Figure:
+    """Block diagram of the measured structure (fig01).
+
+    ``trace`` (from ``model.trace_shapes``) gives the drawn boxes, in order, each annotated
+    with its output shape (C x H x W; the batch dimension is dropped). ``param_rows`` (from
+    ``model.parameters_by_part``) adds "total / trainable" parameter counts to the box of the
+    same part. Parts whose name contains "aux" form the auxiliary branch, drawn below and
+    fed from ``layer3`` (training only). Parameter rows without a box are listed underneath.
+    """
+    params = {str(r["part"]): r for r in param_rows}
+    main = [t for t in trace if "aux" not in str(t["part"]).lower()]
+    aux = [t for t in trace if "aux" in str(t["part"]).lower()]
+    n = max(len(main), 1)
+    box_w, gap = 1.0, 0.45
+    width = n * box_w + (n - 1) * gap
+    fig = Figure(figsize=(max(8.0, 1.75 * n), 4.6 if aux else 3.2))
+    ax = fig.add_axes((0.01, 0.02, 0.98, 0.84))
+    ax.set_xlim(-0.2, width + 0.2)
+    ax.set_ylim(-2.3 if aux else -0.9, 1.35)
+    ax.axis("off")
+
+    def box(x: float, y: float, item: Mapping[str, Any], color: str) -> None:
+        part = str(item["part"])
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y), box_w, 1.0, boxstyle="round,pad=0.03,rounding_size=0.08",
+                facecolor=color, edgecolor="black", linewidth=1.0,
+            )
+        )
+        ax.text(x + box_w / 2, y + 0.78, part, ha="center", va="center", fontsize=10,
+                fontweight="bold")
+        ax.text(x + box_w / 2, y + 0.5, _shape_text(item.get("shape")), ha="center",
+                va="center", fontsize=8.5, family="monospace")
+        row = params.get(part)
+        if row is not None:
+            ax.text(x + box_w / 2, y + 0.2,
+                    f"{_human(row['total'])} params\n{_human(row['trainable'])} trainable",
+                    ha="center", va="center", fontsize=7.5, color="0.25")
+
+    def arrow(p: tuple[float, float], q: tuple[float, float], dashed: bool = False) -> None:
+        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=12, linewidth=1.2,
+                                     linestyle="--" if dashed else "-", color="black"))
+
+    palette = {"input": "#eeeeee", "stem": "#fde0c5", "ppm": "#c8e6c9", "head": "#f8bbd0",
+               "main": "#f8bbd0", "output": "#eeeeee"}
+    xs = {}
+    for i, item in enumerate(main):
+        part = str(item["part"])
+        x = i * (box_w + gap)
+        xs[part] = x
+        color = "#bbdefb" if part.startswith("layer") else palette.get(part, "#e1bee7")
+        box(x, 0.0, item, color)
+        if i:
+            arrow((x - gap, 0.5), (x, 0.5))
+    if aux:
+        src = "layer3" if "layer3" in xs else str(main[len(main) // 2]["part"]) if main else None
+        x0 = xs.get(src, 0.0) if src else 0.0
+        for j, item in enumerate(aux):
+            x = x0 + j * (box_w + gap)
+            box(x, -1.9, item, "#fff9c4")
+            if j:
+                arrow((x - gap, -1.4), (x, -1.4))
+        arrow((x0 + box_w / 2, -0.05), (x0 + box_w / 2, -0.88), dashed=True)
+        ax.text(x0 + box_w / 2 + 0.05, -0.5, f"aux branch from {src} (training only)",
+                fontsize=8, va="center", style="italic")
+    drawn = {str(t["part"]) for t in trace}
+    extra = [r for p, r in params.items() if p not in drawn]
+    total = sum(int(r["total"]) for r in param_rows)
+    trainable = sum(int(r["trainable"]) for r in param_rows)
+    subtitle = f"shapes measured by a forward pass (C\u00d7H\u00d7W); parameters: " \
+               f"{total:,} total, {trainable:,} trainable"
+    if extra:
+        subtitle += "; also " + ", ".join(
+            f"{r['part']} {_human(r['total'])}/{_human(r['trainable'])}" for r in extra
+        )
+    fig.suptitle(title, fontsize=11, y=0.98)
+    fig.text(0.5, 0.885, subtitle, ha="center", fontsize=8.5, color="0.3")
+    return fig
+
+
+# ---------------------------------------------------------------- figs 02-04
+
+
+def augmentation_grid(
+    images: Any,
+    labels: Any,
+    colormap: Any = None,
+    title: str = "",
+    captions: Sequence[str] | None = None,
+) -> Figure:
+    """Row (a): augmented inputs; row (b): their label images in the palette (figs 02-04).
+
+    ``images`` uint8 (N,H,W,3) (already denormalized), ``labels`` int (N,H,W) with 255 =
+    ignore, drawn in the palette's colour 255. For Mixup pass the argmax label image.
+    """
+    imgs = _as_rgb_images(images)
+    labs = _as_label_maps(labels)
+    if len(imgs) != len(labs):
+        raise ValueError(f"{len(imgs)} images but {len(labs)} label maps")
+    n = len(imgs)
+    fig = Figure(figsize=(1.9 * n + 0.6, 4.3), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    colored = colorize(labs, colormap)
+    for i in range(n):
+        axes[0, i].imshow(imgs[i])
+        axes[1, i].imshow(colored[i], interpolation="nearest")
+        _blank(axes[0, i])
+        _blank(axes[1, i])
+        if captions is not None and i < len(captions):
+            axes[0, i].set_title(str(captions[i]), fontsize=8)
+    axes[0, 0].set_ylabel("(a) input", fontsize=10)
+    axes[1, 0].set_ylabel("(b) label", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- figs 05 / 10
+
+
+def learning_curves(
+    histories: Mapping[str, Any],
+    colors: Mapping[str, str] | None = None,
+    title: str = "",
+    metric: str = "heldout_miou",
+) -> Figure:
+    """Left: train (solid) and held-out (dashed) loss per epoch; right: held-out ``metric``.
+
+    ``histories`` maps a label ("none", "affine", "mix" or a run name) to a DataFrame with
+    columns epoch, train_loss, heldout_loss and ``metric``. Colours come from ``colors`` or
+    :func:`color_for` (none green, affine blue, mix red).
+    """
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    ax_loss, ax_metric = fig.subplots(1, 2)
+    for label, hist in histories.items():
+        c = (colors or {}).get(label) or color_for(label)
+        ep = hist["epoch"].to_numpy()
+        ax_loss.plot(ep, hist["train_loss"], color=c, linestyle="-", marker="o", markersize=3,
+                     label=f"{label} train")
+        ax_loss.plot(ep, hist["heldout_loss"], color=c, linestyle="--", marker="s",
+                     markersize=3, label=f"{label} held-out")
+        if metric in hist:
+            ax_metric.plot(ep, hist[metric], color=c, marker="o", markersize=3, label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.set_title("loss: train solid, held-out dashed", fontsize=10)
+    ax_loss.grid(alpha=0.3)
+    ax_loss.legend(fontsize=8, ncol=2)
+    nice = {"heldout_miou": "held-out mIoU", "heldout_dice": "held-out Dice",
+            "heldout_iou": "held-out IoU", "heldout_pixel_acc": "held-out pixel accuracy"}
+    ax_metric.set_xlabel("epoch")
+    ax_metric.set_ylabel(nice.get(metric, metric))
+    ax_metric.set_title(f"{nice.get(metric, metric)} per epoch", fontsize=10)
+    ax_metric.grid(alpha=0.3)
+    if ax_metric.lines:
+        ax_metric.legend(fontsize=8)
+    else:
+        ax_metric.text(0.5, 0.5, f"no {metric} column", ha="center", transform=ax_metric.transAxes)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------- figs 06-09
+
+
+def loss_gallery(
+    images: Any,
+    labels: Any,
+    predictions: Any,
+    losses: Sequence[float],
+    ids: Sequence[str],
+    colormap: Any = None,
+    title: str = "",
+    ncols: int = 4,
+) -> Figure:
+    """Tiles of input | label | prediction with the per-image loss in the caption (figs 06-09).
+
+    Lays the N images (16 in the paper) out as ``ncols`` triplets per row. ``predictions``
+    are label maps (N,H,W) or logits (N,K,H,W).
+    """
+    imgs = _as_rgb_images(images)
+    labs = _as_label_maps(labels)
+    preds = _as_label_maps(predictions)
+    n = len(imgs)
+    if not (len(labs) == len(preds) == len(losses) == len(ids) == n):
+        raise ValueError(
+            f"lengths differ: images {n}, labels {len(labs)}, predictions {len(preds)}, "
+            f"losses {len(losses)}, ids {len(ids)}"
+        )
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    # three image columns per tile plus a narrow spacer between tiles
+    ratios = []
+    for c in range(ncols):
+        ratios += [1, 1, 1] + ([0.12] if c < ncols - 1 else [])
+    fig = Figure(figsize=(3.3 * ncols, 1.35 * nrows + 0.7))
+    gs = fig.add_gridspec(nrows, len(ratios), width_ratios=ratios, wspace=0.03, hspace=0.32,
+                          left=0.01, right=0.99, top=1 - 0.55 / (1.35 * nrows + 0.7),
+                          bottom=0.01)
+    lab_rgb = colorize(labs, colormap)
+    pred_rgb = colorize(preds, colormap)
+    for i in range(nrows * ncols):
+        r, c = divmod(i, ncols)
+        base = c * 4
+        axs = [fig.add_subplot(gs[r, base + k]) for k in range(3)]
+        for ax in axs:
+            _blank(ax)
+        if i >= n:
+            for ax in axs:
+                ax.axis("off")
+            continue
+        axs[0].imshow(imgs[i])
+        axs[1].imshow(lab_rgb[i], interpolation="nearest")
+        axs[2].imshow(pred_rgb[i], interpolation="nearest")
+        axs[1].set_title(f"{ids[i]}  loss {float(losses[i]):.3f}", fontsize=7.5, pad=2)
+    head = "each tile: input | label | prediction"
+    fig.suptitle(f"{title}\n{head}" if title else head, fontsize=10)
+    return fig
+
+
+# ---------------------------------------------------------------- figs 11-13
+
+
+def _mask2d(mask: Any) -> np.ndarray:
+    m = _np(mask).astype(np.float32)
+    return m.reshape(m.shape[-2:]) if m.ndim > 2 else m
+
+
+def leaf_image_figure(image: Any, title: str = "Fig. 11  an unseen leaf") -> Figure:
+    """fig11: the leaf photo."""
+    img = _as_rgb_images(image)[0]
+    fig = Figure(figsize=(4.2, 4.4), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(img)
+    _blank(ax)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def leaf_mask_figure(
+    image: Any, mask: Any, title: str = "Fig. 12  ground-truth disease mask"
+) -> Figure:
+    """fig12: the human-labelled disease mask, alone and outlined on the photo."""
+    img = _as_rgb_images(image)[0]
+    m = _mask2d(mask)
+    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
+    ax_m, ax_o = fig.subplots(1, 2)
+    ax_m.imshow(m, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax_m.set_title("mask (white = disease)", fontsize=9)
+    ax_o.imshow(img)
+    if m.max() > 0:
+        ax_o.contour(m, levels=[0.5], colors=["yellow"], linewidths=1.2)
+    ax_o.set_title("mask outline on the leaf", fontsize=9)
+    for ax in (ax_m, ax_o):
+        _blank(ax)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def leaf_heatmap_figure(
+    image: Any,
+    probability: Any,
+    mask: Any = None,
+    threshold: float = 0.5,
+    title: str = "Fig. 13  PSPNet's analog one-class output",
+) -> Figure:
+    """fig13: the analog output as a heatmap (colour bar 0..1) and overlaid on the photo.
+
+    The overlay outlines the ground-truth mask (yellow) and the ``threshold`` contour of the
+    prediction (cyan), when given.
+    """
+    img = _as_rgb_images(image)[0]
+    p = _mask2d(probability)
+    fig = Figure(figsize=(8.8, 4.4), layout="constrained")
+    ax_h, ax_o = fig.subplots(1, 2)
+    im = ax_h.imshow(p, cmap="inferno", vmin=0.0, vmax=1.0)
+    ax_h.set_title("disease likelihood", fontsize=9)
+    ax_o.imshow(img)
+    ax_o.imshow(p, cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.55)
+    if mask is not None and _mask2d(mask).max() > 0:
+        ax_o.contour(_mask2d(mask), levels=[0.5], colors=["yellow"], linewidths=1.0)
+    if p.min() < threshold < p.max():
+        ax_o.contour(p, levels=[threshold], colors=["cyan"], linewidths=1.0)
+    ax_o.set_title(f"overlay (yellow: label, cyan: p = {threshold:g})", fontsize=9)
+    for ax in (ax_h, ax_o):
+        _blank(ax)
+    fig.colorbar(im, ax=[ax_h, ax_o], fraction=0.046, pad=0.02, label="probability")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def leaf_panels(
+    image: Any, mask: Any, probability: Any, threshold: float = 0.5
+) -> tuple[Figure, Figure, Figure]:
+    """(fig11, fig12, fig13) for one held-out leaf: photo, mask, analog heatmap + overlay."""
+    return (
+        leaf_image_figure(image),
+        leaf_mask_figure(image, mask),
+        leaf_heatmap_figure(image, probability, mask, threshold),
+    )
