@@ -1,0 +1,78 @@
+"""Datasets of the study (PAPER.md section 3): VOC2012 (or its generated stand-in) and the leaf
+disease set, read through Albumentations (``augment.py``) and loaded by seeded DataLoaders
+(``loading.py``).
+
+``build_datasets(run_cfg) -> (train, heldout)``; ``build_eval_dataset(run_cfg, split)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pspnet_core import paths
+from pspnet_core.config import DataConfig, RunConfig
+from pspnet_core.data.augment import build_transform, denormalize
+from pspnet_core.data.leaf import LeafDataset, leaf_datasets
+from pspnet_core.data.loading import (
+    DataError,
+    DatasetNotFoundError,
+    PairedDataset,
+    make_loader,
+)
+from pspnet_core.data.synthetic import ensure_synthetic_leaf, ensure_synthetic_voc
+from pspnet_core.data.voc import IGNORE_INDEX, VOC_CLASSES, VOCDataset, voc_colormap, voc_datasets
+
+__all__ = [
+    "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "LeafDataset",
+    "PairedDataset", "VOCDataset", "build_datasets", "build_eval_dataset", "build_transform",
+    "denormalize", "dataset_root", "make_loader", "voc_colormap",
+]  # fmt: skip
+
+
+def dataset_root(data: DataConfig, task: Literal["voc", "leaf"]) -> Path:
+    """``resolve(data.root) / data.voc_root`` (holds VOCdevkit/VOC2012) or ``/ data.leaf_root``
+    (holds images/ and masks/); generated first when the source is synthetic."""
+    base = paths.resolve(data.root)
+    if task == "voc":
+        root = base / data.voc_root
+        if data.voc_source == "synthetic":
+            ensure_synthetic_voc(root, data.synthetic_voc_images, data.synthetic_size,
+                                 data.synthetic_seed)
+        return root
+    root = base / data.leaf_root
+    if data.leaf_source == "synthetic":
+        ensure_synthetic_leaf(root, data.synthetic_leaf_images, data.synthetic_size,
+                              data.synthetic_seed)
+    return root
+
+
+def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, PairedDataset]:
+    data = run_cfg.data
+    leaf = run_cfg.task == "leaf"
+    fill = 0 if leaf else IGNORE_INDEX
+    train_tf = build_transform(train_kind, run_cfg.image_size, run_cfg.augmentation, fill,
+                               seed=run_cfg.seed)
+    eval_tf = build_transform("none", run_cfg.image_size, run_cfg.augmentation, fill)
+    root = dataset_root(data, run_cfg.task)
+    if leaf:
+        return leaf_datasets(root, data.leaf_heldout_fraction, data.split_seed, train_tf, eval_tf)
+    return voc_datasets(root, data.voc_image_set, data.n_train, data.n_heldout, data.split_seed,
+                        train_tf, eval_tf, run_cfg.num_classes, data.download)
+
+
+def build_datasets(run_cfg: RunConfig) -> tuple[PairedDataset, PairedDataset]:
+    """(train, held-out): train augmented with the ``affine`` preset (also under ``mix``, which
+    mixes batches on top) or ``none``; held-out always the deterministic ``none`` path."""
+    return _datasets(run_cfg, "none" if run_cfg.augment == "none" else "affine")
+
+
+def build_eval_dataset(
+    run_cfg: RunConfig, split: Literal["train", "heldout"] = "train"
+) -> PairedDataset:
+    """``split`` through the deterministic ``none`` transform (galleries rank training images
+    without augmentation)."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    train, heldout = _datasets(run_cfg, "none")
+    return train if split == "train" else heldout

@@ -1,0 +1,104 @@
+"""Albumentations 2.x pipelines (PAPER.md section 4): the deterministic ``none`` path and the
+paper's ``affine`` preset, both ending in normalize + to-tensor with the mask aligned.
+
+Both pipelines start by resizing the longest side to the input size, so the random scale
+0.5-2.0 acts on a picture already at the network's scale whatever the source resolution
+(VOC ~500 px, rice/leaf photos up to 2400 px, generated data ~130 px).
+
+Masks travel as ``uint8`` (H, W) arrays through the same geometric transforms with nearest
+interpolation; ``mask_fill`` is what padding and rotation borders get in the mask (255 = ignore
+for VOC, 0 = healthy for the leaf set, which has no ignore label).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+
+from pspnet_core.config import AugmentConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Kind = Literal["none", "affine"]
+Normalize = Literal["imagenet", "paper"]
+
+
+def normalization(normalize: Normalize) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) on the 0..1 scale: ImageNet statistics, or the paper's mean 0 / std 1
+    (then the network sees pixel / 255)."""
+    if normalize == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if normalize == "paper":
+        return (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    raise ValueError(f"normalize must be 'imagenet' or 'paper', got {normalize!r}")
+
+
+def _odd_blur_limit(limit: int) -> tuple[int, int]:
+    hi = limit if limit % 2 == 1 else limit - 1  # Gaussian kernels must be odd
+    return (3, max(3, hi))
+
+
+def build_transform(
+    kind: Kind,
+    image_size: int,
+    aug: AugmentConfig | None = None,
+    mask_fill: int = 255,
+    seed: int | None = None,
+) -> A.Compose:
+    """The Albumentations pipeline for ``kind`` producing ``image_size`` x ``image_size`` crops.
+
+    ``none``: longest side -> image_size, pad (image 0, mask ``mask_fill``), normalize, tensor.
+    ``affine``: the same resize, then horizontal flip (p=aug.hflip), Affine with scale
+    aug.scale_min..aug.scale_max and rotation +-aug.rotate (image border 0, mask border
+    ``mask_fill``), Gaussian blur (always, as the paper), pad + random crop, normalize, tensor.
+    ``seed`` seeds the Compose's own generator (Albumentations 2 ignores numpy's global seed).
+    """
+    aug = aug or AugmentConfig()
+    s = int(image_size)
+    resize = A.LongestMaxSize(max_size=s, interpolation=cv2.INTER_LINEAR,
+                              mask_interpolation=cv2.INTER_NEAREST)
+    pad = A.PadIfNeeded(min_height=s, min_width=s, border_mode=cv2.BORDER_CONSTANT,
+                        fill=0, fill_mask=mask_fill)
+    mean, std = normalization(aug.normalize)
+    tail = [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
+    if kind == "none":
+        steps = [resize, pad]
+    elif kind == "affine":
+        steps = [
+            resize,
+            A.HorizontalFlip(p=aug.hflip),
+            A.Affine(
+                scale=(aug.scale_min, aug.scale_max),
+                rotate=(-aug.rotate, aug.rotate),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=mask_fill,
+                p=1.0,
+            ),
+            A.GaussianBlur(blur_limit=_odd_blur_limit(aug.blur_limit), p=1.0),
+            pad,
+            A.RandomCrop(height=s, width=s),
+        ]
+    else:
+        raise ValueError(f"augmentation kind must be 'none' or 'affine', got {kind!r}")
+    return A.Compose(steps + tail, seed=seed)
+
+
+def denormalize(image: torch.Tensor, normalize: Normalize) -> np.ndarray:
+    """Undo :func:`build_transform`'s normalization: float (3, H, W) -> uint8 (H, W, 3)."""
+    mean, std = normalization(normalize)
+    x = image.detach().to("cpu", torch.float32)
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected an image tensor of shape (3, H, W), got {tuple(x.shape)}")
+    m = torch.tensor(mean).view(3, 1, 1)
+    sd = torch.tensor(std).view(3, 1, 1)
+    x = (x * sd + m) * 255.0
+    return x.round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()

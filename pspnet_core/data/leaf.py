@@ -1,0 +1,106 @@
+"""Kaggle "Leaf disease segmentation dataset" layout (PAPER.md section 3):
+``images/<stem>.jpg`` with ``masks/<stem>.png``; a mask pixel > 0 is disease.
+
+Masks come as palette 0/1 (original set), grayscale 0/38 (augmented copy) or 0/255; the target
+is the float map (mask > 0). There is no ignore label: padding and rotation borders are 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pspnet_core.data.loading import DataError, DatasetNotFoundError, Pair, PairedDataset
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")  # any case: .JPG, .JPEG, .PNG too
+MASK_EXTS = (".png",)
+
+LEAF_LAYOUT = """\
+  <root>/
+      images/<stem>.jpg     (.jpeg, .JPG and .png accepted)
+      masks/<stem>.png      palette 0/1 or grayscale 0/38 or 0/255; > 0 = disease"""
+
+
+def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+            continue
+        if p.stem in found:
+            raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")
+        found[p.stem] = p
+    return found
+
+
+def _short(paths: list[Path], n: int = 10) -> str:
+    shown = ", ".join(str(p) for p in paths[:n])
+    return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def leaf_pairs(root: str | Path) -> list[Pair]:
+    """All (stem, image, mask) pairs under ``root``; unpaired files are an error naming them."""
+    root = Path(root)
+    img_dir, mask_dir = root / "images", root / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise DatasetNotFoundError(
+                f"leaf dataset not found: expected the folder {d}.\nThe reader wants this "
+                f"layout:\n{LEAF_LAYOUT.replace('<root>', str(root))}\nTo get it: download the "
+                "Kaggle 'Leaf disease segmentation dataset' (kaggle datasets download -d "
+                "fakhrealam9537/leaf-disease-segmentation-dataset), unzip it and move its "
+                f"data/data/images and data/data/masks folders to {root} (or point "
+                "data.root + data.leaf_root at the folder that holds them); the embedded "
+                "default (data.leaf_source: synthetic) needs no download."
+            )
+    images = _by_stem(img_dir, IMAGE_EXTS)
+    masks = _by_stem(mask_dir, MASK_EXTS)
+    no_mask = [images[s] for s in sorted(set(images) - set(masks))]
+    no_image = [masks[s] for s in sorted(set(masks) - set(images))]
+    if no_mask or no_image:
+        parts = []
+        if no_mask:
+            parts.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_short(no_mask)}")
+        if no_image:
+            parts.append(
+                f"{len(no_image)} mask(s) without an image in {img_dir}: {_short(no_image)}"
+            )
+        raise DataError("unpaired leaf files (pairs are matched by stem): " + "; ".join(parts))
+    if not images:
+        raise DataError(f"no images in {img_dir} (expected {', '.join(IMAGE_EXTS)})")
+    return [Pair(s, images[s], masks[s]) for s in sorted(images)]
+
+
+def split_fraction(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of ``n`` items: round(n * fraction) held out (at least 1, never all)."""
+    n_held = max(1, round(n * heldout_fraction))
+    if n - n_held < 1:
+        raise DataError(
+            f"the leaf dataset has {n} images: too few to hold out {n_held} and train on the rest"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return sorted(order[n_held:].tolist()), sorted(order[:n_held].tolist())
+
+
+class LeafDataset(PairedDataset):
+    """Leaf items: ``(image float (3, H, W), float (H, W) in {0, 1})``."""
+
+    def __init__(self, pairs, transform: Callable[..., dict[str, Any]] | None) -> None:
+        super().__init__(pairs, transform, "binary", 1)
+
+
+def leaf_datasets(
+    root: str | Path,
+    heldout_fraction: float,
+    split_seed: int,
+    train_transform: Callable[..., dict[str, Any]] | None,
+    heldout_transform: Callable[..., dict[str, Any]] | None,
+) -> tuple[LeafDataset, LeafDataset]:
+    pairs = leaf_pairs(root)
+    tr, ho = split_fraction(len(pairs), heldout_fraction, split_seed)
+    return (
+        LeafDataset([pairs[i] for i in tr], train_transform),
+        LeafDataset([pairs[i] for i in ho], heldout_transform),
+    )

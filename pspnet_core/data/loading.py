@@ -1,0 +1,261 @@
+"""Reading image/mask pairs with clear errors, and seeded DataLoaders.
+
+Reproducibility: Albumentations 2 keeps its own random generators (numpy's global seed does not
+reach them), so every item re-seeds its pipeline from ``(epoch seed, index)``. The epoch seed is
+the DataLoader's per-iterator ``base_seed``, drawn from the loader's seeded ``torch.Generator``
+each time an epoch starts; worker processes recover it in :func:`seed_worker`. Hence: same seed
+-> same batches across runs, new draws every epoch, and the same batches for any
+``num_workers``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class DataError(ValueError):
+    """A dataset file is unreadable or inconsistent; the message names the file(s)."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing; the message shows the expected layout and the remedy."""
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3); a missing or corrupt file is a :class:`DataError` naming it."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path} (corrupt or not an image): {err}") from None
+
+
+def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarray:
+    """Mask as uint8 (H, W) of stored values.
+
+    Palette ("P") PNGs give their palette indices (VOC: the indices ARE the class ids);
+    grayscale gives its values; an RGB mask is mapped back through ``colormap`` when given.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("P", "L"):
+                return np.asarray(im, dtype=np.uint8)
+            if mode == "1":
+                return np.asarray(im, dtype=np.uint8)
+            if mode in ("I", "I;16", "I;16B", "I;16L"):
+                arr = np.asarray(im)
+                if arr.max(initial=0) > 255:
+                    raise DataError(f"mask {path}: values up to {arr.max()} do not fit a label map")
+                return arr.astype(np.uint8)
+            rgb = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"mask file {path} does not exist") from None
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read mask {path} (corrupt or not an image): {err}") from None
+    if colormap is None:  # e.g. a leaf mask saved as RGB: any non-black pixel is foreground
+        return (rgb.max(axis=2) > 0).astype(np.uint8)
+    return rgb_to_index(rgb, colormap, path)
+
+
+def rgb_to_index(rgb: np.ndarray, colormap: np.ndarray, path: str | Path = "mask") -> np.ndarray:
+    """Map an RGB-coloured label image back to indices via ``colormap`` (256, 3)."""
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    cm = colormap.astype(np.int64)
+    lut = {int((r << 16) | (g << 8) | b): i for i, (r, g, b) in reversed(list(enumerate(cm)))}
+    uniq, inv = np.unique(code, return_inverse=True)
+    unknown = [u for u in uniq if int(u) not in lut]
+    if unknown:
+        cols = [((u >> 16) & 255, (u >> 8) & 255, u & 255) for u in unknown[:5]]
+        raise DataError(f"mask {path}: RGB colours {cols} are not in the VOC colour map")
+    return np.array([lut[int(u)] for u in uniq], dtype=np.uint8)[inv].reshape(code.shape)
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
+    ih, iw = image.shape[:2]
+    mh, mw = mask.shape[:2]
+    if (ih, iw) != (mh, mw):
+        raise DataError(
+            f"image/mask size mismatch: image {image_path} is {iw}x{ih} (WxH) but mask "
+            f"{mask_path} is {mw}x{mh}"
+        )
+
+
+def check_labels(mask: np.ndarray, num_classes: int, mask_path: Any, ignore_index: int = 255):
+    """Mask values must be 0..num_classes-1 or ``ignore_index``."""
+    if mask.size == 0:
+        return
+    if int(mask.max()) < num_classes:
+        return
+    values = np.unique(mask)
+    bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
+    if bad:
+        raise DataError(
+            f"mask {mask_path}: values {bad} are outside 0..{num_classes - 1} and "
+            f"{ignore_index} (ignore); check data.num_classes or the mask encoding"
+        )
+
+
+# ---------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: str
+    image: Path
+    mask: Path
+
+
+class PairedDataset(Dataset):
+    """Image/mask pairs through an Albumentations pipeline.
+
+    ``target`` "index": long (H, W) class ids 0..K-1 or 255 (VOC); "binary": float (H, W) in
+    {0, 1} = (mask > 0) (leaf). Items are ``(image float (3, H, W), target)``.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform: Callable[..., dict[str, Any]] | None,
+        target: str = "index",
+        num_classes: int = 21,
+        colormap: np.ndarray | None = None,
+    ) -> None:
+        if target not in ("index", "binary"):
+            raise ValueError(f"target must be 'index' or 'binary', got {target!r}")
+        self.pairs = list(pairs)
+        self.ids: list[str] = [p.id for p in self.pairs]
+        self.transform = transform
+        self.target = target
+        self.num_classes = num_classes
+        self.colormap = colormap
+        self._aug_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_aug_seed(self, seed: int | None) -> None:
+        """Items are then augmented with draws seeded by ``(seed, index)``."""
+        self._aug_seed = seed
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Checked ``(RGB uint8 (H, W, 3), mask uint8 (H, W))`` before any transform; the
+        binary task's mask is already 0/1."""
+        pair = self.pairs[index]
+        image = read_image(pair.image)
+        mask = read_mask(pair.mask, self.colormap if self.target == "index" else None)
+        check_pair(image, mask, pair.image, pair.mask)
+        if self.target == "index":
+            check_labels(mask, self.num_classes, pair.mask)
+        else:
+            mask = (mask > 0).astype(np.uint8)
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.load_raw(index)
+        if self.transform is None:
+            img_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255
+            mask_t = torch.from_numpy(mask)
+        else:
+            if self._aug_seed is not None and hasattr(self.transform, "set_random_state"):
+                ss = np.random.SeedSequence([self._aug_seed, index])
+                state = ss.generate_state(2)
+                self.transform.set_random_state(
+                    np.random.default_rng(state[0]), random.Random(int(state[1]))
+                )
+            out = self.transform(image=image, mask=mask)
+            img_t, mask_t = out["image"], out["mask"]
+            if not isinstance(mask_t, torch.Tensor):
+                mask_t = torch.from_numpy(np.ascontiguousarray(mask_t))
+        if self.target == "index":
+            return img_t.float(), mask_t.long()
+        return img_t.float(), mask_t.float()
+
+
+def _seedable(dataset: Any) -> Iterator[Any]:
+    """The datasets under ``dataset`` (through Subset / ConcatDataset) that take an aug seed."""
+    if hasattr(dataset, "set_aug_seed"):
+        yield dataset
+    elif hasattr(dataset, "datasets"):
+        for d in dataset.datasets:
+            yield from _seedable(d)
+    elif hasattr(dataset, "dataset"):
+        yield from _seedable(dataset.dataset)
+
+
+def set_aug_seed(dataset: Any, seed: int | None) -> None:
+    for d in _seedable(dataset):
+        d.set_aug_seed(seed)
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def seed_worker(worker_id: int) -> None:
+    """worker_init_fn: seed numpy/random per worker and hand the epoch seed to the dataset."""
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed if info is not None else torch.initial_seed()
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    if info is not None:
+        set_aug_seed(info.dataset, info.seed - info.id)  # the loader's per-epoch base seed
+
+
+class SeededDataLoader(DataLoader):
+    """A DataLoader whose single-process iterators also pass their epoch seed to the dataset."""
+
+    def __iter__(self):  # noqa: D105
+        it = super().__iter__()
+        if self.num_workers == 0:
+            set_aug_seed(self.dataset, int(it._base_seed))
+        return it
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    num_workers: int = 0,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """Seeded loader: shuffled + ``drop_last`` when ``train`` (unless a sampler is given, e.g.
+    a DistributedSampler), in order otherwise; same ``seed`` -> same batches."""
+    n = len(dataset)
+    if train and n < batch_size:
+        raise DataError(
+            f"the training set has {n} images, fewer than batch_size {batch_size}: with "
+            "drop_last there would be no batch; lower train.batch_size or use more images"
+        )
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return SeededDataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=bool(train and sampler is None),
+        sampler=sampler,
+        drop_last=bool(train),
+        num_workers=num_workers,
+        generator=generator,
+        worker_init_fn=seed_worker,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,  # workers are re-created per epoch with the new seed
+    )

@@ -1,0 +1,137 @@
+"""PASCAL VOC2012 segmentation (PAPER.md section 3) on ``torchvision.datasets.VOCSegmentation``.
+
+torchvision finds (or downloads) the tree and the id lists; images and palette masks are then
+read here and go through Albumentations together. A palette PNG's index values are the class
+ids (0 background, 1..20 objects, 255 the ignore border).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torchvision.datasets import VOCSegmentation
+
+from pspnet_core.data.loading import DataError, DatasetNotFoundError, Pair, PairedDataset
+
+VOC_CLASSES: tuple[str, ...] = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+IGNORE_INDEX = 255
+
+VOC_LAYOUT = """\
+  <root>/VOCdevkit/VOC2012/
+      JPEGImages/<id>.jpg
+      SegmentationClass/<id>.png          palette PNG: index = class id, 255 = ignore
+      ImageSets/Segmentation/train.txt    one id per line (also val.txt, trainval.txt)"""
+
+
+def voc_colormap() -> np.ndarray:
+    """The VOC palette, uint8 (256, 3): class i gets the bit-interleaved colour of i."""
+    cmap = np.zeros((256, 3), dtype=np.uint8)
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        cmap[i] = (r, g, b)
+    return cmap
+
+
+def _missing(root: Path, what: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(
+        f"VOC2012 not found: expected {what}.\nThe reader wants this layout:\n"
+        f"{VOC_LAYOUT.replace('<root>', str(root))}\n"
+        "To get it: set data.download: true (needs internet; torchvision fetches "
+        "VOCtrainval_11-May-2012.tar, about 2 GB), or download that tar yourself and unpack it "
+        f"so that {root / 'VOCdevkit' / 'VOC2012'} exists (tar -xf VOCtrainval_11-May-2012.tar "
+        f"-C {root}). data.root + data.voc_root choose <root>; the embedded default "
+        "(data.voc_source: synthetic) needs no download."
+    )
+
+
+def voc_pairs(
+    root: str | Path, image_set: str = "trainval", download: bool = False
+) -> list[Pair]:
+    """The (id, image, mask) paths of ``image_set`` under ``root`` (holding VOCdevkit/VOC2012).
+
+    VOCSegmentation strips each line (trailing spaces are fine) but keeps blank lines as an id
+    "" and duplicates; both are dropped here.
+    """
+    root = Path(root)
+    voc_root = root / "VOCdevkit" / "VOC2012"
+    if not download:
+        if not voc_root.is_dir():
+            raise _missing(root, f"the folder {voc_root}")
+        list_file = voc_root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
+        if not list_file.is_file():
+            raise _missing(root, f"the id list {list_file}")
+    try:
+        vs = VOCSegmentation(str(root), year="2012", image_set=image_set, download=download)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise _missing(root, f"the folder {voc_root} ({err})") from None
+    pairs: list[Pair] = []
+    seen: set[str] = set()
+    for img, mask in zip(vs.images, vs.masks, strict=True):
+        stem = Path(img).name[: -len(".jpg")]
+        if not stem or stem in seen:
+            continue
+        seen.add(stem)
+        pairs.append(Pair(stem, Path(img), Path(mask)))
+    if not pairs:
+        raise DataError(f"{voc_root}/ImageSets/Segmentation/{image_set}.txt lists no image ids")
+    return pairs
+
+
+def split_ids(
+    ids: Sequence[str], n_train: int, n_heldout: int, seed: int
+) -> tuple[list[int], list[int]]:
+    """Seeded random draw of ``n_train`` + ``n_heldout`` disjoint positions (paper: 1400/500)."""
+    need = n_train + n_heldout
+    if len(ids) < need:
+        raise DataError(
+            f"the VOC image set has {len(ids)} images but data.n_train + data.n_heldout = "
+            f"{n_train} + {n_heldout} = {need} were asked; lower them or use a larger image set"
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return sorted(order[:n_train].tolist()), sorted(order[n_train:need].tolist())
+
+
+class VOCDataset(PairedDataset):
+    """VOC items: ``(image float (3, H, W), long (H, W) in 0..K-1 or 255)``."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform: Callable[..., dict[str, Any]] | None,
+        num_classes: int = 21,
+    ) -> None:
+        super().__init__(pairs, transform, "index", num_classes, voc_colormap())
+
+
+def voc_datasets(
+    root: str | Path,
+    image_set: str,
+    n_train: int,
+    n_heldout: int,
+    split_seed: int,
+    train_transform: Callable[..., dict[str, Any]] | None,
+    heldout_transform: Callable[..., dict[str, Any]] | None,
+    num_classes: int = 21,
+    download: bool = False,
+) -> tuple[VOCDataset, VOCDataset]:
+    """The paper's seeded train / held-out split of ``image_set``."""
+    pairs = voc_pairs(root, image_set, download)
+    tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
+    return (
+        VOCDataset([pairs[i] for i in tr], train_transform, num_classes),
+        VOCDataset([pairs[i] for i in ho], heldout_transform, num_classes),
+    )
