@@ -1,0 +1,114 @@
+"""Figures draw from plain arrays / DataFrames and save atomically as PNG + PDF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from pspnet_core import plots
+
+RNG = np.random.default_rng(0)
+
+
+def test_palette_and_colorize():
+    cmap = plots.voc_palette()
+    assert cmap.shape == (256, 3) and cmap.dtype == np.uint8
+    assert tuple(cmap[1]) == (128, 0, 0) and tuple(cmap[255]) == (224, 224, 192)
+    lab = np.array([[0, 1], [255, 15]])
+    rgb = plots.colorize(lab, cmap)
+    assert rgb.shape == (2, 2, 3) and tuple(rgb[1, 0]) == (224, 224, 192)
+    with pytest.raises(ValueError, match="256, 3"):
+        plots.colorize(lab, cmap[:10])
+
+
+def test_color_for():
+    assert plots.color_for("sgd_none") == "tab:green"
+    assert plots.color_for("affine") == "tab:blue"
+    assert plots.color_for("adam_mix") == "tab:red"
+
+
+def test_save_figure_atomic(tmp_path):
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    paths = plots.save_figure(fig, tmp_path / "figs", "fig00_test")
+    assert [p.name for p in paths] == ["fig00_test.png", "fig00_test.pdf"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and paths[1].read_bytes()[:4] == b"%PDF"
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "fig00_test.pdf",
+        "fig00_test.png",
+    ]
+    # saving again overwrites in place; identical PDFs (no creation date)
+    first = paths[1].read_bytes()
+    plots.save_figure(fig, tmp_path / "figs", "fig00_test.png")
+    assert paths[1].read_bytes() == first
+
+
+def test_architecture_diagram():
+    parts = ["input", "stem", "layer1", "layer2", "layer3", "layer4", "ppm", "head", "aux_head"]
+    trace = [{"part": p, "shape": (1, 8 * (i + 1), 13, 13)} for i, p in enumerate(parts)]
+    rows = [{"part": p, "total": 1000 * i, "trainable": 10 * i} for i, p in enumerate(parts)]
+    rows.append({"part": "other", "total": 5, "trainable": 5})
+    fig = plots.architecture_diagram(trace, rows)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "layer3" in texts and "aux_head" in texts and "16\u00d713\u00d713" in texts
+    assert any("8k params" in t for t in texts)
+    assert "aux branch from layer3" in " ".join(texts)
+
+
+def test_augmentation_grid():
+    imgs = RNG.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    labs = RNG.integers(0, 21, (3, 16, 16))
+    labs[:, 0] = 255
+    fig = plots.augmentation_grid(imgs, labs, title="fig02")
+    assert len(fig.axes) == 6
+    shown = fig.axes[1].images[0].get_array()  # axes order: row-major -> [0,1] is an input
+    assert shown.shape == (16, 16, 3)
+    label_img = fig.axes[3].images[0].get_array()
+    assert tuple(label_img[0, 0]) == (224, 224, 192)
+    with pytest.raises(ValueError):
+        plots.augmentation_grid(imgs, labs[:2])
+
+
+def test_learning_curves():
+    def h(s):
+        return pd.DataFrame(
+            {
+                "epoch": [1, 2, 3],
+                "train_loss": np.array([2.0, 1.0, 0.5]) * s,
+                "heldout_loss": np.array([2.0, 1.5, 1.4]) * s,
+                "heldout_miou": [0.1, 0.2, 0.3],
+            }
+        )
+
+    fig = plots.learning_curves({"none": h(1), "affine": h(1.1), "mix": h(1.2)}, title="SGD")
+    ax_loss, ax_metric = fig.axes[:2]
+    assert len(ax_loss.lines) == 6 and len(ax_metric.lines) == 3
+    styles = {(line.get_color(), line.get_linestyle()) for line in ax_loss.lines}
+    assert ("tab:green", "-") in styles and ("tab:red", "--") in styles
+
+
+def test_loss_gallery():
+    n = 16
+    imgs = RNG.integers(0, 255, (n, 12, 12, 3), dtype=np.uint8)
+    labs = RNG.integers(0, 21, (n, 12, 12))
+    logits = RNG.normal(size=(n, 21, 12, 12))
+    fig = plots.loss_gallery(imgs, labs, logits, RNG.random(n), [f"id{i}" for i in range(n)])
+    assert len(fig.axes) == 3 * n
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == n and titles[0].startswith("id0  loss ")
+    with pytest.raises(ValueError, match="lengths differ"):
+        plots.loss_gallery(imgs, labs, logits, [1.0], ["a"])
+
+
+def test_leaf_panels():
+    yy, xx = np.mgrid[:32, :32]
+    mask = ((yy - 16) ** 2 + (xx - 16) ** 2 < 50).astype(np.float32)
+    prob = np.clip(mask * 0.8 + RNG.random((32, 32)) * 0.2, 0, 1)
+    img = RNG.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    f11, f12, f13 = plots.leaf_panels(img, mask, prob)
+    assert all(isinstance(f, Figure) for f in (f11, f12, f13))
+    heat = f13.axes[0].images[0]
+    assert heat.get_clim() == (0.0, 1.0)
+    assert len(f13.axes) == 3  # heatmap, overlay, colour bar
