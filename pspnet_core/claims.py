@@ -281,9 +281,7 @@ def claim4(galleries: Any, top_k: int = 16, complexity_column: str | None = None
         return _claim(4, part_b, evidence, crit)
     rho = _spearman(df["loss"].astype(float), df[col].astype(float))
     part_a = bool(rho >= MIN_RHO)
-    evidence = (
-        f"(a) Spearman rho(loss, {col}) = {_f(rho)} over {len(df)} images; " + evidence
-    )
+    evidence = f"(a) Spearman rho(loss, {col}) = {_f(rho)} over {len(df)} images; " + evidence
     return _claim(4, part_a and part_b, evidence, crit)
 
 
@@ -414,8 +412,9 @@ def leaf_pixel_stats(probabilities: Any, masks: Any, threshold: float = 0.5) -> 
     pixels among pixels with threshold <= p < HIGH_P / p >= HIGH_P; NaN when empty), their pixel
     counts n_mid / n_high, and the threshold.
     """
+
     def arr(x: Any) -> np.ndarray:
-        return (x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x))
+        return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
     p = arr(probabilities).astype(np.float64).ravel()
     m = arr(masks).astype(np.float64).ravel() > 0.5

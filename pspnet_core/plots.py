@@ -229,26 +229,60 @@ def architecture_diagram(
         part = str(item["part"])
         ax.add_patch(
             FancyBboxPatch(
-                (x, y), box_w, 1.0, boxstyle="round,pad=0.03,rounding_size=0.08",
-                facecolor=color, edgecolor="black", linewidth=1.0,
+                (x, y),
+                box_w,
+                1.0,
+                boxstyle="round,pad=0.03,rounding_size=0.08",
+                facecolor=color,
+                edgecolor="black",
+                linewidth=1.0,
             )
         )
-        ax.text(x + box_w / 2, y + 0.78, part, ha="center", va="center", fontsize=10,
-                fontweight="bold")
-        ax.text(x + box_w / 2, y + 0.5, _shape_text(item.get("shape")), ha="center",
-                va="center", fontsize=8.5, family="monospace")
+        ax.text(
+            x + box_w / 2, y + 0.78, part, ha="center", va="center", fontsize=10, fontweight="bold"
+        )
+        ax.text(
+            x + box_w / 2,
+            y + 0.5,
+            _shape_text(item.get("shape")),
+            ha="center",
+            va="center",
+            fontsize=8.5,
+            family="monospace",
+        )
         row = params.get(part)
         if row is not None:
-            ax.text(x + box_w / 2, y + 0.2,
-                    f"{_human(row['total'])} params\n{_human(row['trainable'])} trainable",
-                    ha="center", va="center", fontsize=7.5, color="0.25")
+            ax.text(
+                x + box_w / 2,
+                y + 0.2,
+                f"{_human(row['total'])} params\n{_human(row['trainable'])} trainable",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="0.25",
+            )
 
     def arrow(p: tuple[float, float], q: tuple[float, float], dashed: bool = False) -> None:
-        ax.add_patch(FancyArrowPatch(p, q, arrowstyle="-|>", mutation_scale=12, linewidth=1.2,
-                                     linestyle="--" if dashed else "-", color="black"))
+        ax.add_patch(
+            FancyArrowPatch(
+                p,
+                q,
+                arrowstyle="-|>",
+                mutation_scale=12,
+                linewidth=1.2,
+                linestyle="--" if dashed else "-",
+                color="black",
+            )
+        )
 
-    palette = {"input": "#eeeeee", "stem": "#fde0c5", "ppm": "#c8e6c9", "head": "#f8bbd0",
-               "main": "#f8bbd0", "output": "#eeeeee"}
+    palette = {
+        "input": "#eeeeee",
+        "stem": "#fde0c5",
+        "ppm": "#c8e6c9",
+        "head": "#f8bbd0",
+        "main": "#f8bbd0",
+        "output": "#eeeeee",
+    }
     xs = {}
     for i, item in enumerate(main):
         part = str(item["part"])
@@ -267,14 +301,22 @@ def architecture_diagram(
             if j:
                 arrow((x - gap, -1.4), (x, -1.4))
         arrow((x0 + box_w / 2, -0.05), (x0 + box_w / 2, -0.88), dashed=True)
-        ax.text(x0 + box_w / 2 + 0.05, -0.5, f"aux branch from {src} (training only)",
-                fontsize=8, va="center", style="italic")
+        ax.text(
+            x0 + box_w / 2 + 0.05,
+            -0.5,
+            f"aux branch from {src} (training only)",
+            fontsize=8,
+            va="center",
+            style="italic",
+        )
     drawn = {str(t["part"]) for t in trace}
     extra = [r for p, r in params.items() if p not in drawn]
     total = sum(int(r["total"]) for r in param_rows)
     trainable = sum(int(r["trainable"]) for r in param_rows)
-    subtitle = f"shapes measured by a forward pass (C\u00d7H\u00d7W); parameters: " \
-               f"{total:,} total, {trainable:,} trainable"
+    subtitle = (
+        f"shapes measured by a forward pass (C\u00d7H\u00d7W); parameters: "
+        f"{total:,} total, {trainable:,} trainable"
+    )
     if extra:
         subtitle += "; also " + ", ".join(
             f"{r['part']} {_human(r['total'])}/{_human(r['trainable'])}" for r in extra
@@ -341,10 +383,24 @@ def learning_curves(
     for label, hist in histories.items():
         c = (colors or {}).get(label) or color_for(label)
         ep = hist["epoch"].to_numpy()
-        ax_loss.plot(ep, hist["train_loss"], color=c, linestyle="-", marker="o", markersize=3,
-                     label=f"{label} train")
-        ax_loss.plot(ep, hist["heldout_loss"], color=c, linestyle="--", marker="s",
-                     markersize=3, label=f"{label} held-out")
+        ax_loss.plot(
+            ep,
+            hist["train_loss"],
+            color=c,
+            linestyle="-",
+            marker="o",
+            markersize=3,
+            label=f"{label} train",
+        )
+        ax_loss.plot(
+            ep,
+            hist["heldout_loss"],
+            color=c,
+            linestyle="--",
+            marker="s",
+            markersize=3,
+            label=f"{label} held-out",
+        )
         if metric in hist:
             ax_metric.plot(ep, hist[metric], color=c, marker="o", markersize=3, label=label)
     ax_loss.set_xlabel("epoch")
@@ -352,8 +408,12 @@ def learning_curves(
     ax_loss.set_title("loss: train solid, held-out dashed", fontsize=10)
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8, ncol=2)
-    nice = {"heldout_miou": "held-out mIoU", "heldout_dice": "held-out Dice",
-            "heldout_iou": "held-out IoU", "heldout_pixel_acc": "held-out pixel accuracy"}
+    nice = {
+        "heldout_miou": "held-out mIoU",
+        "heldout_dice": "held-out Dice",
+        "heldout_iou": "held-out IoU",
+        "heldout_pixel_acc": "held-out pixel accuracy",
+    }
     ax_metric.set_xlabel("epoch")
     ax_metric.set_ylabel(nice.get(metric, metric))
     ax_metric.set_title(f"{nice.get(metric, metric)} per epoch", fontsize=10)
@@ -401,9 +461,17 @@ def loss_gallery(
     for c in range(ncols):
         ratios += [1, 1, 1] + ([0.12] if c < ncols - 1 else [])
     fig = Figure(figsize=(3.3 * ncols, 1.35 * nrows + 0.7))
-    gs = fig.add_gridspec(nrows, len(ratios), width_ratios=ratios, wspace=0.03, hspace=0.32,
-                          left=0.01, right=0.99, top=1 - 0.55 / (1.35 * nrows + 0.7),
-                          bottom=0.01)
+    gs = fig.add_gridspec(
+        nrows,
+        len(ratios),
+        width_ratios=ratios,
+        wspace=0.03,
+        hspace=0.32,
+        left=0.01,
+        right=0.99,
+        top=1 - 0.55 / (1.35 * nrows + 0.7),
+        bottom=0.01,
+    )
     lab_rgb = colorize(labs, colormap)
     pred_rgb = colorize(preds, colormap)
     for i in range(nrows * ncols):
