@@ -173,7 +173,7 @@ class PairedDataset(Dataset):
         image, mask = self.load_raw(index)
         if self.transform is None:
             img_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255
-            mask_t = torch.from_numpy(mask)
+            mask_t = torch.from_numpy(mask.copy())
         else:
             if self._aug_seed is not None and hasattr(self.transform, "set_random_state"):
                 ss = np.random.SeedSequence([self._aug_seed, index])

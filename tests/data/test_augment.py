@@ -1,0 +1,125 @@
+"""Albumentations 2 pipelines: shapes, fills, normalization, and image/mask alignment."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFilter
+
+from pspnet_core.config import AugmentConfig
+from pspnet_core.data.augment import build_transform, denormalize
+
+# class k is painted in COLOURS[k]; far apart so blur at region edges cannot fake a match
+COLOURS = np.array([[128, 128, 128], [230, 20, 20], [20, 230, 20], [20, 20, 230],
+                    [230, 230, 20], [20, 230, 230]], dtype=np.uint8)
+
+
+def coded_sample(seed: int, h: int = 90, w: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """An image whose colour encodes its label: random polygons of classes 1..5 on class 0."""
+    rng = np.random.default_rng(seed)
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    for k in range(1, 6):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(12, 35)
+        t = np.sort(rng.uniform(0, 2 * np.pi, 6))
+        draw.polygon(list(zip(cx + r * np.cos(t), cy + r * np.sin(t), strict=True)), fill=k)
+    mask = np.array(canvas)
+    return COLOURS[mask], mask
+
+
+def uniform_interior(mask: np.ndarray, size: int = 7) -> np.ndarray:
+    """Pixels whose size x size neighbourhood holds a single label (away from edges/blur)."""
+    m = Image.fromarray(mask.astype(np.uint8))
+    return np.array(m.filter(ImageFilter.MaxFilter(size))) == np.array(
+        m.filter(ImageFilter.MinFilter(size))
+    )
+
+
+def mismatch_fraction(image: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    """Among interior non-ignore pixels, the fraction whose colour is not its label's."""
+    inside = uniform_interior(mask) & (mask != 255)
+    if not inside.any():
+        return 0.0, 0
+    expected = COLOURS[mask[inside]].astype(int)
+    err = np.abs(image[inside].astype(int) - expected).max(axis=1)
+    return float((err > 40).mean()), int(inside.sum())
+
+
+@pytest.mark.parametrize("normalize", ["imagenet", "paper"])
+def test_affine_keeps_image_and_mask_aligned(normalize):
+    aug = AugmentConfig(normalize=normalize, hflip=0.5, scale_min=0.5, scale_max=2.0, rotate=10)
+    checked, flips_seen = 0, 0
+    for seed in range(12):
+        image, mask = coded_sample(seed)
+        out = build_transform("affine", 64, aug, mask_fill=255, seed=seed)(image=image, mask=mask)
+        img = denormalize(out["image"], normalize)
+        lab = out["mask"].numpy()
+        assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
+        frac, n = mismatch_fraction(img, lab)
+        assert frac == 0.0, f"seed {seed}: {frac:.1%} of {n} interior pixels misaligned"
+        checked += n
+        # the same check does catch a mask that is off by a few pixels
+        shifted = np.roll(lab, 5, axis=1)
+        flips_seen += mismatch_fraction(img, shifted)[0] > 0.02
+        # image border 0 where the mask border is ignore (rotation / shrink fill)
+        border = uniform_interior(lab) & (lab == 255)
+        if border.any():
+            assert img[border].max() <= 12
+    assert checked > 12 * 300 and flips_seen >= 8
+
+
+def test_affine_is_redrawn_per_call_and_reproducible_by_seed():
+    image, mask = coded_sample(0)
+    t = build_transform("affine", 64, seed=5)
+    a, b = t(image=image, mask=mask), t(image=image, mask=mask)
+    assert not torch.equal(a["image"], b["image"])
+    c = build_transform("affine", 64, seed=5)(image=image, mask=mask)
+    assert torch.equal(a["image"], c["image"]) and torch.equal(a["mask"], c["mask"])
+
+
+@pytest.mark.parametrize("fill", [255, 0])
+def test_none_resizes_and_pads_deterministically(fill):
+    image, mask = coded_sample(1, h=40, w=80)  # 2:1 -> 64x32 content, padded above/below
+    t = build_transform("none", 64, mask_fill=fill)
+    a, b = t(image=image, mask=mask), t(image=image, mask=mask)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    lab = a["mask"].numpy()
+    assert a["image"].shape == (3, 64, 64) and lab.shape == (64, 64)
+    assert (lab[:15] == fill).all() and (lab[-15:] == fill).all()
+    assert set(np.unique(lab[20:44])) <= set(range(6))
+    if fill == 255:  # (with fill 0 the padding is labelled background but is black)
+        frac, n = mismatch_fraction(denormalize(a["image"], "imagenet"), lab)
+        assert frac == 0.0 and n > 500
+
+
+def test_normalization_choices():
+    image, mask = coded_sample(2)
+    paper = build_transform("none", 64, AugmentConfig(normalize="paper"))(image=image, mask=mask)
+    x = paper["image"]
+    assert x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1  # mean 0, std 1: x/255
+    net = build_transform("none", 64, AugmentConfig(normalize="imagenet"))(image=image, mask=mask)
+    expect = (x - torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) / torch.tensor(
+        [0.229, 0.224, 0.225]).view(3, 1, 1)
+    assert torch.allclose(net["image"], expect, atol=1e-5)
+    assert np.abs(denormalize(net["image"], "imagenet").astype(int)
+                  - denormalize(x, "paper").astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="shape"):
+        denormalize(x[0], "paper")
+
+
+def test_no_warnings_from_albumentations():
+    image, mask = coded_sample(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # deprecations and argument UserWarnings alike
+        for kind in ("none", "affine"):
+            for blur in (3, 4, 7):
+                t = build_transform(kind, 64, AugmentConfig(blur_limit=blur), mask_fill=0)
+                t(image=image, mask=mask)
+
+
+def test_unknown_kind():
+    with pytest.raises(ValueError, match="affine"):
+        build_transform("mix", 64)

@@ -1,0 +1,96 @@
+"""VOC2012 reader: VOCSegmentation file lists, palette masks, seeded split, clear errors."""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pspnet_core.data.augment import build_transform
+from pspnet_core.data.loading import DataError, DatasetNotFoundError
+from pspnet_core.data.voc import (
+    VOC_CLASSES,
+    split_ids,
+    voc_colormap,
+    voc_datasets,
+    voc_pairs,
+)
+
+SHARED_DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+
+RICE = SHARED_DATA / "rice-voc-sample"
+
+
+def test_colormap_and_classes():
+    cm = voc_colormap()
+    assert cm.shape == (256, 3) and cm.dtype == np.uint8
+    assert tuple(cm[0]) == (0, 0, 0) and tuple(cm[1]) == (128, 0, 0)
+    assert tuple(cm[15]) == (192, 128, 128) and tuple(cm[255]) == (224, 224, 192)
+    assert len(VOC_CLASSES) == 21 and VOC_CLASSES[15] == "person"
+
+
+def test_download_is_off_by_default():
+    assert inspect.signature(voc_pairs).parameters["download"].default is False
+    assert inspect.signature(voc_datasets).parameters["download"].default is False
+
+
+def test_items_are_class_indices_with_ignore(voc_root):
+    tr, ho = voc_datasets(voc_root, "trainval", 10, 4, 0, build_transform("affine", 64),
+                          build_transform("none", 64))
+    assert len(tr) == 10 and len(ho) == 4 and not set(tr.ids) & set(ho.ids)
+    for ds in (tr, ho):
+        x, y = ds[0]
+        assert x.shape == (3, 64, 64) and x.dtype == torch.float32
+        assert y.shape == (64, 64) and y.dtype == torch.long
+        assert set(y.unique().tolist()) <= set(range(21)) | {255}
+    _, raw = tr.load_raw(0)  # palette indices are the class ids
+    assert set(np.unique(raw)) - {0, 255}
+
+
+def test_split_is_seeded_and_checked():
+    ids = [f"id{i}" for i in range(30)]
+    a = split_ids(ids, 20, 5, seed=0)
+    assert a == split_ids(ids, 20, 5, seed=0) and a != split_ids(ids, 20, 5, seed=1)
+    assert len(a[0]) == 20 and len(a[1]) == 5 and not set(a[0]) & set(a[1])
+    with pytest.raises(DataError, match=r"30 images.*1400 \+ 500 = 1900"):
+        split_ids(ids, 1400, 500, seed=0)
+
+
+def test_missing_dataset_error_shows_layout_and_remedy(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        voc_pairs(tmp_path / "nowhere")
+    msg = str(err.value)
+    assert str(tmp_path / "nowhere" / "VOCdevkit" / "VOC2012") in msg
+    for needle in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation",
+                   "download: true", "VOCtrainval_11-May-2012.tar"):
+        assert needle in msg
+
+
+def test_trailing_spaces_blank_lines_and_duplicates_in_id_lists(voc_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(voc_root, root)
+    lst = root / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt"
+    ids = lst.read_text().split()
+    lst.write_text("".join(f"{i}  \n" for i in ids) + ids[0] + "\t\n\n   \n")
+    assert [p.id for p in voc_pairs(root, "train")] == ids
+
+
+@pytest.mark.skipif(not RICE.is_dir(), reason="../shared/data/rice-voc-sample is absent")
+def test_rice_voc_sample():
+    """A real VOC-layout set: 2 classes, trailing spaces in its id lists, large photos."""
+    lines = (RICE / "VOCdevkit/VOC2012/ImageSets/Segmentation/train.txt").read_text()
+    assert " \n" in lines  # the quirk this test is about
+    pairs = voc_pairs(RICE, "train")
+    assert len(pairs) == 120 and all(p.id == p.id.strip() and p.image.is_file() for p in pairs)
+    tr, ho = voc_datasets(RICE, "train", 100, 20, 0, build_transform("affine", 97),
+                          build_transform("none", 97), num_classes=2)
+    for ds in (tr, ho):
+        x, y = ds[0]
+        assert x.shape == (3, 97, 97) and set(y.unique().tolist()) <= {0, 1, 255}
+    assert 1 in set(np.unique(ho.load_raw(0)[1])) | set(np.unique(tr.load_raw(0)[1]))
+    with pytest.raises(DataError, match="120 images"):
+        voc_datasets(RICE, "train", 100, 40, 0, None, None, num_classes=2)
