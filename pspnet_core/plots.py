@@ -2,9 +2,11 @@
 
 The functions take arrays / DataFrames that the notebooks already computed (no training, no
 model calls here) and return a :class:`matplotlib.figure.Figure`. Figures are built with
-``matplotlib.figure.Figure`` directly, not through pyplot, so nothing accumulates in pyplot's
-registry and they work under any backend (Agg in batch runs). In a notebook, end the cell with
-``fig`` (or call ``display(fig)``) to show it, then :func:`save_figure` it.
+``matplotlib.figure.Figure`` (subclass :class:`StudyFigure`) directly, not through pyplot, so
+nothing accumulates in pyplot's registry, nothing needs closing, and they work under any
+backend (Agg in batch runs). In a notebook, end the cell with ``fig`` (or call
+``display(fig)``): StudyFigure has ``_repr_png_``, so it shows as an image even when pyplot was
+never imported. Save it with :func:`save_figure`.
 
 Arrays may be numpy arrays or CPU/GPU torch tensors (converted with ``.detach().cpu()``).
 
@@ -43,6 +45,7 @@ Typical notebook cell::
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -60,6 +63,19 @@ os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+class StudyFigure(Figure):
+    """A Figure that shows itself in Jupyter (``_repr_png_``) without importing pyplot.
+
+    Plain ``Figure`` objects only display as ``<Figure ...>`` text in a kernel unless pyplot's
+    inline backend registered its formatter; this keeps ``fig`` as a cell's last line working.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", dpi=DEFAULT_DPI, bbox_inches="tight")
+        return buf.getvalue()
 
 
 def _np(x: Any) -> np.ndarray:
@@ -219,7 +235,7 @@ def architecture_diagram(
     n = max(len(main), 1)
     box_w, gap = 1.0, 0.45
     width = n * box_w + (n - 1) * gap
-    fig = Figure(figsize=(max(8.0, 1.75 * n), 4.6 if aux else 3.2))
+    fig = StudyFigure(figsize=(max(8.0, 1.75 * n), 4.6 if aux else 3.2))
     ax = fig.add_axes((0.01, 0.02, 0.98, 0.84))
     ax.set_xlim(-0.2, width + 0.2)
     ax.set_ylim(-2.3 if aux else -0.9, 1.35)
@@ -346,7 +362,7 @@ def augmentation_grid(
     if len(imgs) != len(labs):
         raise ValueError(f"{len(imgs)} images but {len(labs)} label maps")
     n = len(imgs)
-    fig = Figure(figsize=(1.9 * n + 0.6, 4.3), layout="constrained")
+    fig = StudyFigure(figsize=(1.9 * n + 0.6, 4.3), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
     colored = colorize(labs, colormap)
     for i in range(n):
@@ -378,7 +394,7 @@ def learning_curves(
     columns epoch, train_loss, heldout_loss and ``metric``. Colours come from ``colors`` or
     :func:`color_for` (none green, affine blue, mix red).
     """
-    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    fig = StudyFigure(figsize=(11.0, 4.2), layout="constrained")
     ax_loss, ax_metric = fig.subplots(1, 2)
     for label, hist in histories.items():
         c = (colors or {}).get(label) or color_for(label)
@@ -460,7 +476,7 @@ def loss_gallery(
     ratios = []
     for c in range(ncols):
         ratios += [1, 1, 1] + ([0.12] if c < ncols - 1 else [])
-    fig = Figure(figsize=(3.3 * ncols, 1.35 * nrows + 0.7))
+    fig = StudyFigure(figsize=(3.3 * ncols, 1.35 * nrows + 0.7))
     gs = fig.add_gridspec(
         nrows,
         len(ratios),
@@ -504,7 +520,7 @@ def _mask2d(mask: Any) -> np.ndarray:
 def leaf_image_figure(image: Any, title: str = "Fig. 11  an unseen leaf") -> Figure:
     """fig11: the leaf photo."""
     img = _as_rgb_images(image)[0]
-    fig = Figure(figsize=(4.2, 4.4), layout="constrained")
+    fig = StudyFigure(figsize=(4.2, 4.4), layout="constrained")
     ax = fig.subplots()
     ax.imshow(img)
     _blank(ax)
@@ -518,7 +534,7 @@ def leaf_mask_figure(
     """fig12: the human-labelled disease mask, alone and outlined on the photo."""
     img = _as_rgb_images(image)[0]
     m = _mask2d(mask)
-    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
+    fig = StudyFigure(figsize=(8.0, 4.4), layout="constrained")
     ax_m, ax_o = fig.subplots(1, 2)
     ax_m.imshow(m, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax_m.set_title("mask (white = disease)", fontsize=9)
@@ -546,7 +562,7 @@ def leaf_heatmap_figure(
     """
     img = _as_rgb_images(image)[0]
     p = _mask2d(probability)
-    fig = Figure(figsize=(8.8, 4.4), layout="constrained")
+    fig = StudyFigure(figsize=(8.8, 4.4), layout="constrained")
     ax_h, ax_o = fig.subplots(1, 2)
     im = ax_h.imshow(p, cmap="inferno", vmin=0.0, vmax=1.0)
     ax_h.set_title("disease likelihood", fontsize=9)

@@ -112,3 +112,4 @@ def test_leaf_panels():
     heat = f13.axes[0].images[0]
     assert heat.get_clim() == (0.0, 1.0)
     assert len(f13.axes) == 3  # heatmap, overlay, colour bar
+    assert f11._repr_png_()[:4] == b"\x89PNG"  # shows in Jupyter without pyplot
