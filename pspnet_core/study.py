@@ -191,14 +191,14 @@ def _describe_failure(job: Job, output: Path, err: Exception) -> str:
         ]
         before = cells[: err.cell_index]
         injected = sum("injected-parameters" in c.metadata.get("tags", []) for c in before)
-        cell = f"cell {err.cell_index - injected + 1} of {job.notebook.name}"
+        cell = f"cell {err.cell_index - injected + 1}"
     except Exception:  # noqa: BLE001 - best effort; exec_count is still reported
         pass
     first = next((ln for ln in str(err.source).splitlines() if ln.strip()), "").strip()
     return (
-        f"{where} failed in {cell} (markdown cells counted; In [{err.exec_count}]: "
-        f"{first[:80]!r}): "
-        f"{err.ename}: {err.evalue}\n  executed notebook with the traceback: {output}"
+        f"{where} failed in {cell} (counting markdown cells; In [{err.exec_count}] of the "
+        f"executed notebook): {first[:80]!r}\n  {err.ename}: {err.evalue}\n"
+        f"  traceback in the executed notebook: {output}"
     )
 
 

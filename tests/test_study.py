@@ -130,7 +130,7 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
     assert not res.ok
     assert [r.status for r in res.results] == ["ok", "failed"]
     err = res.error
-    assert "failed in cell 2 of 02_fail.ipynb" in err and "In [3]" in err
+    assert "notebook 02_fail.ipynb failed in cell 2 " in err and "In [3]" in err
     assert "ValueError: boom in cell two" in err and "raise ValueError" in err
     index = res.index.read_text()
     assert 'class="failed"' in index and "boom in cell two" in index
