@@ -277,6 +277,16 @@ def architecture_diagram(
                 fontsize=7.5,
                 color="0.25",
             )
+        elif part in ("main", "aux", "output"):
+            ax.text(
+                x + box_w / 2,
+                y + 0.2,
+                "bilinear upsample\nto input size",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="0.25",
+            )
 
     def arrow(p: tuple[float, float], q: tuple[float, float], dashed: bool = False) -> None:
         ax.add_patch(
