@@ -225,7 +225,10 @@ class SeededDataLoader(DataLoader):
     def __iter__(self):  # noqa: D105
         it = super().__iter__()
         if self.num_workers == 0:
-            set_aug_seed(self.dataset, int(it._base_seed))
+            seed = getattr(it, "_base_seed", None)  # what workers would get (torch internals)
+            if seed is None:
+                seed = int(torch.randint(0, 2**62, (), generator=self.generator))
+            set_aug_seed(self.dataset, int(seed))
         return it
 
 
