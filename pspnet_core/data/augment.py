@@ -62,7 +62,8 @@ def build_transform(
     aug = aug or AugmentConfig()
     s = int(image_size)
     resize = A.LongestMaxSize(max_size=s, interpolation=cv2.INTER_LINEAR,
-                              mask_interpolation=cv2.INTER_NEAREST)
+                              mask_interpolation=cv2.INTER_NEAREST,
+                              area_for_downscale="image")  # large photos: no aliasing
     pad = A.PadIfNeeded(min_height=s, min_width=s, border_mode=cv2.BORDER_CONSTANT,
                         fill=0, fill_mask=mask_fill)
     mean, std = normalization(aug.normalize)

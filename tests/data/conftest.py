@@ -8,8 +8,6 @@ import pytest
 
 from pspnet_core.data.synthetic import ensure_synthetic_leaf, ensure_synthetic_voc
 
-SHARED_DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
-
 
 @pytest.fixture(scope="session")
 def voc_root(tmp_path_factory) -> Path:
