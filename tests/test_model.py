@@ -103,7 +103,14 @@ def test_parameter_counts(net):
     parts = parameters_by_part(net)
     assert counts["total"] == counts["trainable"] == sum(p["total"] for p in parts)
     assert [p["part"] for p in parts] == [
-        "stem", "layer1", "layer2", "layer3", "layer4", "ppm", "head", "aux_head",
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "ppm",
+        "head",
+        "aux_head",
     ]
     # torchvision's layer1..4 hold 23.5M parameters; ours differ only by the two replaced convs
     tv = resnet50()
