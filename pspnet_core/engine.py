@@ -1,0 +1,511 @@
+"""Training and evaluation: the paper's recipes (PAPER.md sections 2-5) as plain functions.
+
+``fit(run_cfg)`` trains one run into the run store (``runs.py``), resuming from the last completed
+epoch when a checkpoint exists. The pieces, torchvision-reference style:
+
+- ``build_optimizer``: SGD (lr, momentum, weight decay) or Adam (lr, betas, weight decay) over the
+  *trainable* parameters only (a frozen backbone is not handed to the optimizer).
+- ``build_scheduler``: a ``LambdaLR``; SGD uses poly decay ``(1 - t/T) ** power`` stepped per
+  epoch (the paper) or per iteration (``sgd.poly_step: iter``); Adam keeps a constant lr.
+- ``train_one_epoch``: augment ``none``/``affine`` come from the dataset; ``mix`` additionally
+  applies Mixup or CutMix per batch (``mixing.mix_batch``) with a ``torch.Generator`` seeded from
+  ``(seed, epoch, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+- ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
+  accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
+
+``history.csv`` columns, one row per epoch (1-based):
+``epoch, train_loss, train_total_loss, heldout_loss, heldout_miou, heldout_pixel_acc`` (VOC) or
+``heldout_dice, heldout_iou, heldout_pixel_acc`` (leaf), ``lr, seconds``.
+``train_loss`` is the main head's criterion (against the mixed target for mixed batches), the
+same quantity as ``heldout_loss``, so the two curves of Figs. 5 and 10 compare like with like;
+``train_total_loss`` is what is optimized, main + aux_weight * aux. Both are means over steps.
+
+Determinism: every epoch reseeds python/numpy/torch and builds its loaders from
+``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint. On CPU the same
+seed gives the same history, and a killed-and-resumed run ends bit-identical to an
+uninterrupted one (``tests/test_runs.py``).
+
+Multi-GPU: run the same entry point under ``torchrun``; ``WORLD_SIZE > 1`` initializes the process
+group (NCCL on CUDA, gloo on CPU), wraps the model in DistributedDataParallel, shards the training
+set with a DistributedSampler (``batch_size`` stays the global batch: each rank gets
+``batch_size / world_size``) and the held-out set by stride; only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm.auto import tqdm
+
+from pspnet_core import runs as store
+from pspnet_core.config import AdamConfig, RunConfig, SGDConfig
+from pspnet_core.metrics import SegMetrics
+
+STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/inf; the message names the epoch and step."""
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes and Python versions)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+               >> np.uint64(1))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda if available else cpu; under torchrun cuda means ``cuda:LOCAL_RANK``."""
+    name = str(name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on cpu or cuda; fp32 is a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+def to_device(target: Any, device: torch.device) -> Any:
+    """Tensor or MixedTarget (a NamedTuple of tensors) -> device."""
+    if isinstance(target, Tensor):
+        return target.to(device, non_blocking=True)
+    if isinstance(target, tuple):
+        return type(target)(*(to_device(t, device) for t in target))
+    return target
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def _bar(iterable, quiet: bool, **kw):
+    return tqdm(iterable, disable=quiet, leave=False, dynamic_ncols=True, **kw)
+
+
+# ---------------------------------------------------------------- distributed
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world_size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def setup_distributed(device: torch.device) -> bool:
+    """Initialize the process group under torchrun (WORLD_SIZE > 1); True if this call did."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    if dist_info()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def build_optimizer(model: nn.Module, run_cfg: RunConfig) -> torch.optim.Optimizer:
+    """SGD or Adam over the trainable parameters only (PAPER.md section 5)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    o = run_cfg.optim
+    if isinstance(o, SGDConfig):
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if isinstance(o, AdamConfig):
+        return torch.optim.Adam(
+            params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+        )
+    raise TypeError(f"unknown optimizer config {o!r}")
+
+
+def poly_lambda(total_steps: int, power: float) -> Callable[[int], float]:
+    """``lr = lr0 * (1 - step / total) ** power`` (the paper's LambdaLR)."""
+    return lambda step: (1 - min(step, total_steps) / total_steps) ** power
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, run_cfg: RunConfig, iters_per_epoch: int
+) -> tuple[torch.optim.lr_scheduler.LambdaLR, bool]:
+    """(scheduler, per_iteration): poly for SGD, constant for Adam."""
+    o = run_cfg.optim
+    if isinstance(o, SGDConfig):
+        per_iter = o.poly_step == "iter"
+        total = run_cfg.epochs * (iters_per_epoch if per_iter else 1)
+        fn = poly_lambda(total, o.poly_power)
+    else:
+        per_iter, fn = False, (lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), per_iter
+
+
+def _losses(outputs, target, aux_weight: float) -> tuple[Tensor, Tensor]:
+    """(main criterion, total = main + aux_weight * aux), computed in fp32."""
+    from pspnet_core.losses import segmentation_loss
+
+    main, aux = outputs
+    main_loss = segmentation_loss(main.float(), target)
+    total = main_loss
+    if aux is not None and aux_weight > 0:
+        total = main_loss + aux_weight * segmentation_loss(aux.float(), target)
+    return main_loss, total
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    run_cfg: RunConfig,
+    device: torch.device,
+    epoch: int,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    mix_generator: torch.Generator | None = None,
+    quiet: bool = False,
+) -> dict[str, float]:
+    """One pass over ``loader``; ``scheduler`` (if given) is stepped after every iteration.
+
+    ``mix_generator`` set -> Mixup/CutMix per batch. Returns ``train_loss`` (main head) and
+    ``train_total_loss`` (main + aux), means over steps (and ranks).
+    """
+    from pspnet_core.mixing import mix_batch
+
+    model.train()
+    rank, world = dist_info()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # main, total, steps
+    bar = _bar(loader, quiet or rank != 0, desc=f"epoch {epoch} train")
+    for step, (images, target) in enumerate(bar, start=1):
+        if mix_generator is not None:
+            images, target, _ = mix_batch(
+                images, target, mix_generator, cutmix_prob=run_cfg.augmentation.cutmix_prob
+            )
+        images = images.to(device, non_blocking=True)
+        if run_cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = to_device(target, device)
+        with autocast(device, run_cfg.precision):
+            outputs = model(images, with_aux=True)
+        main_loss, total = _losses(outputs, target, run_cfg.model.aux_weight)
+        bad = torch.tensor(float(not torch.isfinite(total)), device=device)
+        if all_reduce_sum(bad) > 0:
+            raise NonFiniteLossError(
+                f"run {run_cfg.run!r}: non-finite training loss ({float(total)}) at epoch "
+                f"{epoch}, step {step}; the last good checkpoint is kept. Lower the learning "
+                "rate or use precision fp32."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        sums += torch.stack(
+            [main_loss.detach().double(), total.detach().double(), torch.ones((), device=device,
+                                                                             dtype=torch.float64)]
+        )
+        if not quiet and rank == 0:
+            bar.set_postfix(loss=f"{float(main_loss):.4f}")
+    all_reduce_sum(sums)
+    steps = max(float(sums[2]), 1.0)
+    return {"train_loss": float(sums[0]) / steps, "train_total_loss": float(sums[1]) / steps}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    run_cfg: RunConfig,
+    device: torch.device,
+    *,
+    quiet: bool = False,
+    desc: str = "held-out",
+) -> dict[str, float]:
+    """Held-out loss (mean per-image main-head loss) and metrics, reduced across ranks.
+
+    VOC: ``loss, miou, pixel_acc``; leaf: ``loss, dice, iou, pixel_acc``.
+    """
+    from pspnet_core.losses import segmentation_loss
+
+    model.eval()
+    rank, _ = dist_info()
+    metrics = SegMetrics(run_cfg.num_classes, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, images
+    for images, target in _bar(loader, quiet or rank != 0, desc=desc):
+        images = images.to(device, non_blocking=True)
+        if run_cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        target = target.to(device, non_blocking=True)
+        with autocast(device, run_cfg.precision):
+            main, _ = model(images, with_aux=False)
+        main = main.float()
+        per_image = segmentation_loss(main, target, reduction="per_image")
+        sums[0] += per_image.double().sum()
+        sums[1] += per_image.numel()
+        metrics.update(main, target)
+    all_reduce_sum(sums)
+    all_reduce_sum(metrics.cm)
+    out = {"loss": float(sums[0] / sums[1]) if sums[1] > 0 else float("nan")}
+    out.update(metrics.compute())
+    return out
+
+
+# ---------------------------------------------------------------- fit
+
+
+def _history_row(epoch, train, heldout, task, lr, seconds) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch, **train, "heldout_loss": heldout["loss"]}
+    if task == "leaf":
+        row.update(heldout_dice=heldout["dice"], heldout_iou=heldout["iou"])
+    else:
+        row.update(heldout_miou=heldout["miou"])
+    row.update(heldout_pixel_acc=heldout["pixel_acc"], lr=lr, seconds=seconds)
+    return row
+
+
+def _rng_states() -> dict[str, Any]:
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def fit(
+    run_cfg: RunConfig,
+    *,
+    device: str | torch.device | None = None,
+    quiet: bool | None = None,
+    stop_after_epoch: int | None = None,
+) -> pd.DataFrame:
+    """Train ``run_cfg`` into its run folder; returns the history (all completed epochs).
+
+    Finished runs return their history at once; interrupted runs resume from the checkpoint.
+    ``stop_after_epoch`` (or env ``PSPNET_STOP_AFTER_EPOCH``) returns early after that epoch's
+    checkpoint, leaving the run partial (used by the resume tests).
+    """
+    from pspnet_core import data
+    from pspnet_core.data.loading import make_loader
+    from pspnet_core.model import build_model
+
+    run = store.open_run(run_cfg)
+    if run.done:
+        return run.history
+    device = resolve_device(device if device is not None else run_cfg.device)
+    quiet = run_cfg.quiet if quiet is None else quiet
+    if stop_after_epoch is None and os.environ.get(STOP_ENV):
+        stop_after_epoch = int(os.environ[STOP_ENV])
+    started_dist = setup_distributed(device)
+    rank, world = dist_info()
+    try:
+        lock = store.run_lock(run) if rank == 0 else contextlib.nullcontext()
+        with lock:
+            return _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world,
+                        data, make_loader, build_model)
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
+
+
+def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_loader,
+         build_model) -> pd.DataFrame:
+    if run_cfg.batch_size % world:
+        raise ValueError(
+            f"train.batch_size {run_cfg.batch_size} is the global batch and must be divisible "
+            f"by the {world} processes"
+        )
+    batch = run_cfg.batch_size // world
+    train_ds, heldout_ds = data.build_datasets(run_cfg)  # generates synthetic data if missing
+
+    seed_everything(run_cfg.seed)
+    model = build_model(run_cfg.model, run_cfg.num_classes).to(device)
+    if run_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, run_cfg)
+    iters = (len(train_ds) // world) // batch  # DistributedSampler(drop_last) shards first
+    if iters == 0:
+        raise ValueError(
+            f"{len(train_ds)} training images give no full batch of {batch} per process"
+        )
+    scheduler, per_iter = build_scheduler(optimizer, run_cfg, iters)
+
+    start, history = 0, []
+    if run.checkpoint_path.is_file():
+        state = run.checkpoint(map_location=device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state["history"])
+        _set_rng_states(state["rng"])
+    if rank == 0:
+        store.start_run(run, device, world)
+        if start and not quiet:
+            tqdm.write(f"{run_cfg.run}: resuming after epoch {start} from {run.dir}")
+
+    ddp_model = model
+    if world > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    heldout_sampler = list(range(rank, len(heldout_ds), world))
+    heldout_loader = make_loader(
+        Subset(heldout_ds, heldout_sampler) if world > 1 else heldout_ds,
+        run_cfg.eval_batch_size, train=False, seed=run_cfg.seed,
+        num_workers=run_cfg.data.num_workers,
+    )
+
+    epochs = _bar(range(start + 1, run_cfg.epochs + 1), quiet or rank != 0,
+                  desc=run_cfg.run, initial=start, total=run_cfg.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        seed_everything(derive_seed(run_cfg.seed, epoch, rank))
+        loader_seed = derive_seed(run_cfg.seed, epoch, 1)
+        sampler = None
+        if world > 1:
+            sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                         seed=run_cfg.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        loader = make_loader(train_ds, batch, train=True, seed=loader_seed,
+                             num_workers=run_cfg.data.num_workers, sampler=sampler)
+        mix_gen = None
+        if run_cfg.augment == "mix":
+            mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, rank, 2))
+        lr = optimizer.param_groups[0]["lr"]
+        train = train_one_epoch(
+            ddp_model, loader, optimizer, run_cfg, device, epoch,
+            scheduler=scheduler if per_iter else None, mix_generator=mix_gen, quiet=quiet,
+        )
+        if not per_iter:
+            scheduler.step()
+        heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet)
+        row = _history_row(epoch, train, heldout, run_cfg.task, lr, time.perf_counter() - t0)
+        history.append(row)
+        if rank == 0:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "rng": _rng_states(),
+                "run_hash": run.hash,
+                "world_size": world,
+            }
+            store.save_epoch(run, state, history)
+            if epoch == run_cfg.epochs:
+                store.mark_done(run)
+            if not quiet:
+                metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else (
+                    "mIoU", "heldout_miou")
+                tqdm.write(
+                    f"{run_cfg.run} epoch {epoch}/{run_cfg.epochs}: train {row['train_loss']:.4f}"
+                    f" held-out {row['heldout_loss']:.4f} {metric[0]} {row[metric[1]]:.3f}"
+                    f" lr {lr:.2e} ({row['seconds']:.1f}s)"
+                )
+        if world > 1:
+            dist.barrier()
+        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < run_cfg.epochs:
+            break
+    return pd.DataFrame(history)
+
+
+# ---------------------------------------------------------------- using a trained run
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: Tensor, precision: str = "fp32", channels_last: bool = False
+) -> Tensor:
+    """Main-head logits ``(B, K, H, W)`` (float32, on the model's device) for ``images``
+    ``(B, 3, H, W)`` or one ``(3, H, W)``; the model is put in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = images.unsqueeze(0) if images.dim() == 3 else images
+    x = x.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        main, _ = model(x, with_aux=False)
+    return main.float()
+
+
+def per_image_losses(
+    run: store.Run, split: str, n: int, seed: int, device: str | torch.device = "auto",
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Main-head loss of ``n`` randomly chosen images (seeded; ``n`` capped at the dataset size)
+    of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``).
+
+    Returns ``DataFrame[index, id, loss]`` in dataset-index order; ``index`` indexes the
+    evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``).
+    """
+    from pspnet_core import data
+    from pspnet_core.losses import segmentation_loss
+
+    rc = run.run_cfg
+    ds = data.build_eval_dataset(rc, split)
+    k = min(int(n), len(ds))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=k, replace=False))
+    dev = resolve_device(device)
+    model = run.load_model(dev)
+    loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
+                        shuffle=False, num_workers=0)
+    losses = []
+    for images, target in loader:
+        logits = predict(model, images, rc.precision, rc.channels_last)
+        losses.append(segmentation_loss(logits, target.to(dev), reduction="per_image").cpu())
+    loss = torch.cat(losses).double().numpy() if losses else np.zeros(0)
+    ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
+    return pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
+
+
+def history_equal(a: pd.DataFrame, b: pd.DataFrame, ignore=("seconds",)) -> bool:
+    """Histories equal in every column but timing (exact float equality)."""
+    cols = [c for c in a.columns if c not in ignore]
+    return list(a.columns) == list(b.columns) and a[cols].equals(b[cols])

@@ -1,0 +1,102 @@
+"""Command line: train runs into the run store, or list them.
+
+    python -m pspnet_core.train --params smoke --run sgd_mix      # train (or return if done)
+    python -m pspnet_core.train --params smoke --run all          # every run of the preset
+    python -m pspnet_core.train --params smoke --list             # status of every run
+    python -m pspnet_core.train --params smoke --run sgd_mix --set train.epochs=2 --set seed=1
+    torchrun --nproc_per_node 2 -m pspnet_core.train --params paper --run sgd_mix   # DDP
+
+``--set key=value`` values are parsed as YAML (``2`` int, ``0.5`` float, ``true`` bool, ``null``).
+A finished run returns at once and prints where it is; an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from pspnet_core.config import ParamsError, load_params, resolve_run
+
+
+def parse_sets(items: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pspnet_core.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--params", default="smoke", help="preset name in params/ or a .yaml path")
+    p.add_argument("--run", action="append", default=[],
+                   help="run name (repeatable); 'all' trains every run of the preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, dotted key, YAML value (repeatable)")
+    p.add_argument("--list", action="store_true", help="list the preset's runs and their status")
+    p.add_argument("--device", default=None, help="override the preset's device (auto/cpu/cuda)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = parse_sets(args.set)
+    if args.device:
+        overrides["device"] = args.device
+    if args.quiet:
+        overrides["quiet"] = True
+    try:
+        cfg = load_params(args.params, overrides)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from pspnet_core import runs
+
+    if args.list:
+        table = runs.list_runs(cfg)
+        for row in table.itertuples():
+            r = runs.open_run(resolve_run(cfg, row.run))
+            print(f"{row.run:<18} {r.describe():<26} {row.dir}")
+        if not args.run:
+            return 0
+    if not args.run:
+        print("error: give --run NAME (or --run all) or --list", file=sys.stderr)
+        return 2
+    names = list(cfg.runs) if "all" in args.run else args.run
+    for name in names:
+        try:
+            resolve_run(cfg, name)
+        except ParamsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    for name in names:
+        r = runs.open_run(resolve_run(cfg, name))
+        if r.done:
+            if rank0:
+                print(f"{name}: done, {r.dir}")
+            continue
+        from pspnet_core import engine
+
+        engine.fit(r.run_cfg)
+        if rank0:
+            state = "done" if r.done else r.describe()
+            print(f"{name}: {state}, {r.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Engine recipes: optimizer, poly schedule, epochs with Mixup/CutMix, evaluation, bf16,
+non-finite loss, per-image losses, DDP under torchrun (gloo, 2 CPU processes)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from tiny_preset import ROOT, reference, subprocess_env, write_tiny
+from torch import nn
+
+from pspnet_core import data, engine, runs
+from pspnet_core.config import load_params, resolve_run
+from pspnet_core.losses import segmentation_loss
+from pspnet_core.model import build_model
+
+
+class Tiny(nn.Module):
+    """A 1x1-conv 'segmenter' with the PSPNet forward signature, for fast engine tests."""
+
+    def __init__(self, k: int, fill: float | None = None):
+        super().__init__()
+        self.conv = nn.Conv2d(3, k, 1)
+        self.aux = nn.Conv2d(3, k, 1)
+        self.fill = fill
+
+    def forward(self, x, with_aux=None):
+        with_aux = self.training if with_aux is None else with_aux
+        main = self.conv(x)
+        if self.fill is not None:
+            main = main * 0 + self.fill
+        return main, (self.aux(x) if with_aux else None)
+
+
+def tiny_cfg(tmp_path, run="sgd_mix", **sections):
+    return resolve_run(load_params(write_tiny(tmp_path, **sections)), run)
+
+
+def batches(k, n=3, b=2, size=8, leaf=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x = torch.randn(b, 3, size, size, generator=g)
+        if leaf:
+            y = (torch.rand(b, size, size, generator=g) > 0.5).float()
+        else:
+            y = torch.randint(0, k, (b, size, size), generator=g)
+            y[:, 0] = 255
+        out.append((x, y))
+    return out
+
+
+# ---------------------------------------------------------------- recipes
+
+
+def test_optimizer_gets_only_trainable_params(tmp_path):
+    rc = tiny_cfg(tmp_path)
+    model = Tiny(21)
+    model.aux.weight.requires_grad_(False)
+    opt = engine.build_optimizer(model, rc)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    assert len(params) == 3 and all(p.requires_grad for p in params)
+    g = opt.param_groups[0]
+    assert isinstance(opt, torch.optim.SGD)
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.01, 0.9, 1e-4)
+    adam = engine.build_optimizer(model, tiny_cfg(tmp_path, "adam_none", adam={"lr": 0.01}))
+    g = adam.param_groups[0]
+    assert isinstance(adam, torch.optim.Adam)
+    assert (g["lr"], g["betas"], g["weight_decay"]) == (0.01, (0.9, 0.999), 1e-4)
+
+
+def test_frozen_backbone_is_not_optimized(tmp_path):
+    rc = tiny_cfg(tmp_path)
+    model = build_model(rc.model.__class__(weights=None, freeze_backbone=False), 21)
+    for p in model.layer4.parameters():
+        p.requires_grad_(False)
+    opt = engine.build_optimizer(model, rc)
+    n_opt = sum(p.numel() for g in opt.param_groups for p in g["params"])
+    assert n_opt == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n_opt < sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("step", ["epoch", "iter"])
+def test_poly_schedule(tmp_path, step):
+    rc = tiny_cfg(tmp_path, sgd={"poly_step": step}, train={"epochs": 4})
+    opt = engine.build_optimizer(Tiny(21), rc)
+    sched, per_iter = engine.build_scheduler(opt, rc, iters_per_epoch=5)
+    assert per_iter == (step == "iter")
+    total = 4 * (5 if per_iter else 1)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.01 * (1 - t / total) ** 0.9 for t in range(total)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+
+
+def test_adam_lr_is_constant(tmp_path):
+    rc = tiny_cfg(tmp_path, "adam_none")
+    opt = engine.build_optimizer(Tiny(21), rc)
+    sched, _ = engine.build_scheduler(opt, rc, 3)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == rc.optim.lr
+
+
+def test_train_epoch_with_mix_is_reproducible_and_uses_mixed_loss(tmp_path):
+    rc = tiny_cfg(tmp_path)
+
+    def one(seed):
+        torch.manual_seed(0)
+        model = Tiny(21)
+        opt = engine.build_optimizer(model, rc)
+        gen = torch.Generator().manual_seed(seed)
+        out = engine.train_one_epoch(model, batches(21), opt, rc, torch.device("cpu"), 1,
+                                     mix_generator=gen, quiet=True)
+        return out, model.conv.weight.detach().clone()
+
+    a, wa = one(1)
+    b, wb = one(1)
+    c, _ = one(2)
+    none, _ = (lambda: (engine.train_one_epoch(
+        Tiny(21), batches(21), engine.build_optimizer(Tiny(21), rc), rc, torch.device("cpu"), 1,
+        quiet=True), None))()
+    assert a == b and torch.equal(wa, wb)
+    assert a != c and a["train_loss"] != none["train_loss"]
+    assert a["train_total_loss"] > a["train_loss"] > 0  # + 0.4 * aux
+
+
+def test_evaluate_perfect_and_leaf(tmp_path):
+    rc = tiny_cfg(tmp_path)
+    k = 21
+    model = Tiny(k)
+    loader = batches(k)
+    # a model that predicts the label exactly: mIoU and pixel accuracy 1
+    perfect = [(x, y) for x, y in loader]
+
+    class Oracle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Parameter(torch.zeros(()))
+            self.targets = iter([y for _, y in perfect])
+
+        def forward(self, x, with_aux=None):
+            y = next(self.targets).clone()
+            y[y == 255] = 0
+            return torch.nn.functional.one_hot(y, k).permute(0, 3, 1, 2).float() * 20, None
+
+    out = engine.evaluate(Oracle(), perfect, rc, torch.device("cpu"), quiet=True)
+    assert out["miou"] == 1.0 and out["pixel_acc"] == 1.0 and out["loss"] < 1e-6
+    out = engine.evaluate(model, loader, rc, torch.device("cpu"), quiet=True)
+    with torch.no_grad():
+        per = torch.cat([segmentation_loss(model(x, False)[0], y, reduction="per_image")
+                         for x, y in loader])
+    assert out["loss"] == pytest.approx(float(per.mean()), rel=1e-5)
+    assert 0 <= out["miou"] <= 1 and not model.training
+    leaf = tiny_cfg(tmp_path, "leaf_sgd_affine")
+    out = engine.evaluate(Tiny(1), batches(1, leaf=True), leaf, torch.device("cpu"), quiet=True)
+    assert set(out) == {"loss", "dice", "iou", "pixel_acc"}
+    assert 0 <= out["iou"] <= out["dice"] <= 1
+
+
+def test_bf16_channels_last_step_on_pspnet(tmp_path):
+    rc = tiny_cfg(tmp_path, precision="bf16", channels_last=True)
+    torch.manual_seed(0)
+    model = build_model(rc.model, 21).to(memory_format=torch.channels_last)
+    opt = engine.build_optimizer(model, rc)
+    loader = batches(21, n=1, b=2, size=65)
+    out = engine.train_one_epoch(model, loader, opt, rc, torch.device("cpu"), 1, quiet=True)
+    assert math.isfinite(out["train_loss"])
+    logits = engine.predict(model, loader[0][0], "bf16", channels_last=True)
+    assert logits.dtype == torch.float32 and logits.shape == (2, 21, 65, 65)
+    assert not model.training
+
+
+def test_non_finite_loss_names_epoch_and_step(tmp_path):
+    rc = tiny_cfg(tmp_path)
+    model = Tiny(21, fill=float("nan"))
+    opt = engine.build_optimizer(model, rc)
+    with pytest.raises(engine.NonFiniteLossError, match="epoch 4, step 1"):
+        engine.train_one_epoch(model, batches(21), opt, rc, torch.device("cpu"), 4, quiet=True)
+
+
+def test_fit_non_finite_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    """Epoch 1 trains (tiny stand-in model), epoch 2's first step is NaN: error, epoch-1 state."""
+    import pspnet_core.model as model_mod
+
+    monkeypatch.setattr(model_mod, "build_model", lambda cfg, k: Tiny(k))
+    calls = {"n": 0}
+    real = engine._losses
+
+    def losses(outputs, target, w):
+        calls["n"] += 1
+        main, total = real(outputs, target, w)
+        return (main, total * float("nan")) if calls["n"] == 3 else (main, total)
+
+    monkeypatch.setattr(engine, "_losses", losses)
+    rc = tiny_cfg(tmp_path)
+    with pytest.raises(engine.NonFiniteLossError, match="epoch 2, step 1"):
+        engine.fit(rc)
+    run = runs.open_run(rc)
+    assert run.status == "partial" and not run.done
+    assert run.checkpoint()["epoch"] == 1 and list(run.history["epoch"]) == [1]
+    assert all(math.isfinite(v.float().sum()) for v in run.checkpoint()["model"].values())
+
+
+def test_leaf_history_columns(tmp_path, monkeypatch):
+    import pspnet_core.model as model_mod
+
+    monkeypatch.setattr(model_mod, "build_model", lambda cfg, k: Tiny(k))
+    rc = tiny_cfg(tmp_path, "leaf_sgd_affine")
+    hist = engine.fit(rc)
+    assert list(hist.columns) == ["epoch", "train_loss", "train_total_loss", "heldout_loss",
+                                  "heldout_dice", "heldout_iou", "heldout_pixel_acc", "lr",
+                                  "seconds"]
+    assert len(hist) == rc.epochs == 2 and runs.open_run(rc).done
+
+
+# ---------------------------------------------------------------- using a trained run
+
+
+@pytest.mark.slow
+def test_per_image_losses(tmp_path_factory):
+    _, _, run = reference(tmp_path_factory)
+    df = engine.per_image_losses(run, "train", n=3, seed=5, device="cpu")
+    assert list(df.columns) == ["index", "id", "loss"] and len(df) == 3
+    assert df.equals(engine.per_image_losses(run, "train", n=3, seed=5, device="cpu"))
+    ds = data.build_eval_dataset(run.run_cfg, "train")
+    assert list(df["id"]) == [ds.ids[i] for i in df["index"]]
+    # recompute one by hand
+    i = int(df["index"].iloc[0])
+    x, y = ds[i]
+    logits = engine.predict(run.load_model(), x)
+    want = float(segmentation_loss(logits, y[None], reduction="per_image")[0])
+    assert df["loss"].iloc[0] == pytest.approx(want, rel=1e-5)
+    held = engine.per_image_losses(run, "heldout", n=100, seed=0, device="cpu")
+    assert len(held) == run.run_cfg.data.n_heldout  # capped at the dataset size
+    assert held["loss"].notna().all()
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_write_one_history(tmp_path_factory, tmp_path):
+    ref_home, _, _ = reference(tmp_path_factory)
+    params = write_tiny(tmp_path, data_root=ref_home / "data", train={"batch_size": 4})
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "0", "-m", "pspnet_core.train", "--params", str(params),
+         "--run", "sgd_mix"],
+        cwd=ROOT, env=subprocess_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True,
+        text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("sgd_mix: done") == 1  # rank 0 reports
+    run = runs.open_run(resolve_run(load_params(params), "sgd_mix"))
+    assert run.done and run.env["world_size"] == 2
+    hist = run.history
+    assert list(hist["epoch"]) == [1, 2, 3] and hist.notna().all().all()
+    files = sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_file())
+    assert files == sorted([".lock", "DONE", "checkpoint.pt", "env.json", "history.csv",
+                            "params.yaml"])
+    assert run.checkpoint()["world_size"] == 2

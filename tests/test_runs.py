@@ -1,0 +1,161 @@
+"""The run store: layout, atomic writes, lock, cache/resume, determinism, kill + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from tiny_preset import reference, subprocess_env, train_cli, write_tiny
+
+from pspnet_core import engine, runs
+from pspnet_core.config import load_params, resolve_run, run_hash
+
+pytestmark = pytest.mark.slow
+
+
+def _weights(run: runs.Run) -> dict[str, torch.Tensor]:
+    return run.checkpoint()["model"]
+
+
+def assert_same_run(a: runs.Run, b: runs.Run) -> None:
+    ha, hb = a.history, b.history
+    assert len(ha) == len(hb) == a.run_cfg.epochs
+    assert engine.history_equal(ha, hb), pd.concat({"a": ha, "b": hb}, axis=1).to_string()
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_layout_and_provenance(tmp_path_factory):
+    home, params, run = reference(tmp_path_factory)
+    rc = resolve_run(load_params(params), "sgd_mix")
+    assert run.dir == home / "runs" / f"sgd_mix-{run_hash(rc)}"
+    names = {p.name for p in run.dir.iterdir()}
+    assert {"params.yaml", "history.csv", "checkpoint.pt", "env.json", "DONE"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    assert runs.load_run_config(run.dir / "params.yaml") == rc
+    env = run.env
+    assert env["seed"] == 0 and env["device"] == "cpu" and env["packages"]["torch"]
+    assert env["hash"] == run_hash(rc) and "git_commit" in env and "hostname" in env
+    ckpt = run.checkpoint()
+    assert ckpt["epoch"] == 3 and len(ckpt["history"]) == 3
+    assert {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    assert {"torch", "numpy", "python"} <= set(ckpt["rng"])
+    hist = run.history
+    assert list(hist["epoch"]) == [1, 2, 3]
+    for col in ("train_loss", "heldout_loss", "heldout_miou", "heldout_pixel_acc", "lr",
+                "seconds"):
+        assert hist[col].notna().all(), col
+    assert run.status == "done" and run.describe() == "done"
+
+
+def test_load_model_is_eval_mode_with_checkpoint_weights(tmp_path_factory):
+    _, _, run = reference(tmp_path_factory)
+    model = run.load_model("cpu")
+    assert not model.training
+    state = _weights(run)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_finished_run_is_returned_without_training(tmp_path_factory, monkeypatch):
+    _, params, run = reference(tmp_path_factory)
+    mtime = run.checkpoint_path.stat().st_mtime_ns
+
+    def boom(*a, **k):
+        raise AssertionError("fit must not be called for a finished run")
+
+    monkeypatch.setattr(engine, "fit", boom)
+    again = runs.get_run(load_params(params), "sgd_mix")
+    assert again.dir == run.dir and again.done
+    assert run.checkpoint_path.stat().st_mtime_ns == mtime
+
+
+def test_absent_run_without_training(tmp_path):
+    params = write_tiny(tmp_path)
+    r = runs.get_run(load_params(params), "adam_none", train=False)
+    assert r.status == "absent" and r.history.empty
+    with pytest.raises(runs.RunNotTrainedError, match="no checkpoint"):
+        r.load_model()
+    table = runs.list_runs(load_params(params))
+    assert set(table["status"]) == {"absent"} and len(table) == 3
+
+
+def test_atomic_write_keeps_old_file_whole(tmp_path):
+    target = tmp_path / "history.csv"
+    runs.atomic_write_text(target, "old\n")
+
+    def half_then_die(fh):
+        fh.write(b"new partial")
+        raise KeyboardInterrupt  # e.g. a kill mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        runs._atomic_write(target, half_then_die)
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
+
+
+def test_lock_refuses_second_trainer(tmp_path):
+    params = write_tiny(tmp_path)
+    run = runs.open_run(resolve_run(load_params(params), "adam_none"))
+    with runs.run_lock(run):
+        with pytest.raises(runs.RunBusyError, match=f"pid {os.getpid()}"):
+            engine.fit(run.run_cfg)
+    with runs.run_lock(run):  # released again
+        pass
+
+
+def test_same_seed_identical_history_and_resume_after_stop(tmp_path_factory, tmp_path):
+    """Fresh run, same seed, other folder: epoch 1 equals the reference's; stopped there and
+    resumed, it ends bit-identical (history minus seconds, and every weight)."""
+    ref_home, _, ref = reference(tmp_path_factory)
+    params = write_tiny(tmp_path, data_root=ref_home / "data")
+    cfg = load_params(params)
+    hist = engine.fit(resolve_run(cfg, "sgd_mix"), stop_after_epoch=1)
+    partial = runs.get_run(cfg, "sgd_mix", train=False)
+    assert partial.status == "partial" and partial.epochs_done == 1 and len(hist) == 1
+    assert partial.describe() == "partial at epoch 1/3"
+    assert engine.history_equal(partial.history, ref.history.iloc[:1])
+    resumed = runs.get_run(cfg, "sgd_mix")
+    assert resumed.done and resumed.dir != ref.dir
+    assert len(resumed.env.get("previous_starts", [])) == 1
+    assert_same_run(resumed, ref)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path_factory, tmp_path):
+    ref_home, _, ref = reference(tmp_path_factory)
+    params = write_tiny(tmp_path, data_root=ref_home / "data")
+    run = runs.open_run(resolve_run(load_params(params), "sgd_mix"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pspnet_core.train", "--params", str(params), "--run", "sgd_mix"],
+        cwd=tmp_path, env=subprocess_env(tmp_path), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not run.checkpoint_path.exists():  # appears (atomically) after epoch 1
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint after 300 s"
+            time.sleep(0.05)
+        time.sleep(0.5)  # let it get into epoch 2
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not run.done and run.status == "partial"
+    k = run.checkpoint()["epoch"]
+    assert 1 <= k < 3 and len(run.history) in (k - 1, k)  # history.csv follows the checkpoint
+    out = train_cli(tmp_path, params, "--run", "sgd_mix")
+    assert out.returncode == 0, out.stderr
+    assert "sgd_mix: done" in out.stdout
+    assert run.done
+    assert_same_run(run, ref)

@@ -1,0 +1,55 @@
+"""``python -m pspnet_core.train``: --list, --set, errors, and a finished run returns at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tiny_preset import reference, train_cli, write_tiny
+
+from pspnet_core import train
+from pspnet_core.config import ParamsError
+
+
+def test_parse_sets_yaml_values():
+    assert train.parse_sets(["train.epochs=2", "sgd.lr=0.5", "channels_last=true",
+                             "model.weights=null", "device=cpu"]) == {
+        "train.epochs": 2, "sgd.lr": 0.5, "channels_last": True, "model.weights": None,
+        "device": "cpu"}
+    with pytest.raises(ParamsError, match="key=value"):
+        train.parse_sets(["epochs"])
+
+
+def test_bad_override_and_unknown_run_exit_2(tmp_path, capsys):
+    params = write_tiny(tmp_path)
+    assert train.main(["--params", str(params), "--set", "train.epoch=2", "--list"]) == 2
+    assert "unknown key 'train.epoch'" in capsys.readouterr().err
+    assert train.main(["--params", str(params), "--run", "nope"]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    assert train.main(["--params", str(params)]) == 2
+
+
+def test_list_shows_status_and_dirs(tmp_path, capsys):
+    params = write_tiny(tmp_path)
+    assert train.main(["--params", str(params), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all("absent" in line for line in out)
+    assert any(line.startswith("sgd_mix") and str(tmp_path / "runs" / "sgd_mix-") in line
+               for line in out)
+
+
+@pytest.mark.slow
+def test_finished_run_returns_at_once_and_lists_done(tmp_path_factory):
+    home, params, run = reference(tmp_path_factory)
+    mtime = run.checkpoint_path.stat().st_mtime_ns
+    t0 = time.monotonic()
+    out = train_cli(home, params, "--run", "sgd_mix")
+    elapsed = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"sgd_mix: done, {run.dir}"
+    assert run.checkpoint_path.stat().st_mtime_ns == mtime  # nothing was retrained
+    assert elapsed < 60  # interpreter + imports only (an epoch would add far more)
+    listing = train_cli(home, params, "--list")
+    lines = {ln.split()[0]: ln for ln in listing.stdout.splitlines()}
+    assert "done" in lines["sgd_mix"] and str(run.dir) in lines["sgd_mix"]
+    assert "absent" in lines["adam_none"]
