@@ -1,0 +1,98 @@
+"""What the notebooks compute from trained runs (PAPER.md section 6, figs. 6-9 and 11-13).
+
+- :func:`ranked_losses`: per-image main-head loss of ``n`` random images of a split, with a
+  scene-complexity score per image (claim 4), cached next to the run's checkpoint so the
+  gallery and claims notebooks compute it once.
+- :func:`gallery_tiles`: input, label and prediction of chosen images, ready for
+  :func:`pspnet_core.plots.loss_gallery`.
+- :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, and
+  held-out pixel statistics (claim 7).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pspnet_core import data, engine
+from pspnet_core.claims import leaf_pixel_stats, scene_complexity
+from pspnet_core.runs import Run, atomic_write_text
+
+Split = Literal["train", "heldout"]
+
+
+def _losses_file(run: Run, split: Split, n: int, seed: int):
+    return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}.csv"
+
+
+def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
+    """``DataFrame[index, id, loss, complexity, split]`` of ``n`` seeded random images, sorted
+    by loss (lowest first). Cached as ``per_image_losses-<split>-n<n>-seed<seed>.csv`` in the
+    run folder; the cache is only trusted for a finished run."""
+    path = _losses_file(run, split, n, seed)
+    if run.done and path.is_file():
+        return pd.read_csv(path, dtype={"id": str})
+    frame = engine.per_image_losses(run, split, n=n, seed=seed)
+    ds = data.build_eval_dataset(run.run_cfg, split)
+    # complexity of the raw mask: the evaluation transform's padding is not part of the scene
+    frame["complexity"] = [
+        scene_complexity(ds.load_raw(int(i))[1])["complexity"] for i in frame["index"]
+    ]
+    frame["split"] = split
+    frame = frame.sort_values("loss", kind="stable").reset_index(drop=True)
+    if run.done:
+        atomic_write_text(path, frame.to_csv(index=False))
+    return frame
+
+
+def gallery_tiles(
+    run: Run, split: Split, indices: list[int], model: torch.nn.Module | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs (uint8 (N, H, W, 3)), labels (N, H, W) and predicted label maps (N, H, W) of
+    the evaluation dataset's images ``indices`` (deterministic ``none`` transform)."""
+    rc = run.run_cfg
+    ds = data.build_eval_dataset(rc, split)
+    model = model if model is not None else run.load_model("cpu")
+    items = [ds[int(i)] for i in indices]
+    images = torch.stack([img for img, _ in items])  # (N, 3, H, W)
+    labels = torch.stack([lab for _, lab in items])  # (N, H, W)
+    logits = engine.predict(model, images, rc.precision, rc.channels_last)  # (N, K, H, W)
+    if rc.num_classes == 1:
+        predictions = (logits[:, 0] > 0).long()
+    else:
+        predictions = logits.argmax(1)  # (N, H, W)
+    return {
+        "images": np.stack([data.denormalize(img, rc.augmentation.normalize) for img in images]),
+        "labels": labels.numpy(),
+        "predictions": predictions.cpu().numpy(),
+    }
+
+
+def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
+    """The one-class run on every held-out leaf: images (uint8), masks {0,1}, analog maps
+    ``sigmoid(logits)`` in [0, 1], ids, and :func:`pspnet_core.claims.leaf_pixel_stats`."""
+    rc = run.run_cfg
+    if rc.num_classes != 1:
+        raise ValueError(f"run {run.name!r} has {rc.num_classes} classes; the leaf run has 1")
+    ds = data.build_eval_dataset(rc, "heldout")
+    model = run.load_model("cpu")
+    images, masks, probs = [], [], []
+    for start in range(0, len(ds), rc.eval_batch_size):
+        batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]
+        x = torch.stack([img for img, _ in batch])  # (B, 3, H, W)
+        logits = engine.predict(model, x, rc.precision, rc.channels_last)  # (B, 1, H, W)
+        probs.append(torch.sigmoid(logits[:, 0]).numpy())
+        masks.append(torch.stack([m for _, m in batch]).numpy())
+        images.extend(data.denormalize(img, rc.augmentation.normalize) for img in x)
+    prob = np.concatenate(probs)
+    mask = np.concatenate(masks)
+    return {
+        "ids": list(ds.ids),
+        "images": np.stack(images),
+        "masks": mask,
+        "probabilities": prob,
+        "stats": leaf_pixel_stats(prob, mask, threshold=threshold),
+    }
