@@ -226,7 +226,7 @@ def train_one_epoch(
         bad = torch.tensor(float(not torch.isfinite(total)), device=device)
         if all_reduce_sum(bad) > 0:
             raise NonFiniteLossError(
-                f"run {run_cfg.run!r}: non-finite training loss ({float(total)}) at epoch "
+                f"run {run_cfg.run!r}: non-finite training loss ({float(total.detach())}) at epoch "
                 f"{epoch}, step {step}; the last good checkpoint is kept. Lower the learning "
                 "rate or use precision fp32."
             )

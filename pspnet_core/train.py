@@ -4,7 +4,11 @@
     python -m pspnet_core.train --params smoke --run all          # every run of the preset
     python -m pspnet_core.train --params smoke --list             # status of every run
     python -m pspnet_core.train --params smoke --run sgd_mix --set train.epochs=2 --set seed=1
-    torchrun --nproc_per_node 2 -m pspnet_core.train --params paper --run sgd_mix   # DDP
+    python -m pspnet_core.train --params smoke sgd_mix adam_mix   # run names also positional
+    torchrun --nproc_per_node 2 -m pspnet_core.train --params paper sgd_mix   # DDP
+
+Under torchrun give run names positionally: torchrun's own parser rejects ``--run`` as an
+ambiguous abbreviation of its ``--run-path``.
 
 ``--set key=value`` values are parsed as YAML (``2`` int, ``0.5`` float, ``true`` bool, ``null``).
 A finished run returns at once and prints where it is; an interrupted one resumes.
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--params", default="smoke", help="preset name in params/ or a .yaml path")
     p.add_argument("--run", action="append", default=[],
                    help="run name (repeatable); 'all' trains every run of the preset")
+    p.add_argument("names", nargs="*", metavar="RUN", help="run names (same as --run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, dotted key, YAML value (repeatable)")
     p.add_argument("--list", action="store_true", help="list the preset's runs and their status")
@@ -52,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.run = [*args.run, *args.names]
     overrides = parse_sets(args.set)
     if args.device:
         overrides["device"] = args.device

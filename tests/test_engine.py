@@ -248,11 +248,11 @@ def test_ddp_two_cpu_processes_write_one_history(tmp_path_factory, tmp_path):
     ref_home, _, _ = reference(tmp_path_factory)
     params = write_tiny(tmp_path, data_root=ref_home / "data", train={"batch_size": 4})
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "0", "-m", "pspnet_core.train", "--params", str(params),
-         "--run", "sgd_mix"],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "pspnet_core.train", "--params", str(params),
+         "sgd_mix"],
         cwd=ROOT, env=subprocess_env(tmp_path, OMP_NUM_THREADS="1"), capture_output=True,
-        text=True, timeout=600,
+        text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("sgd_mix: done") == 1  # rank 0 reports
