@@ -108,7 +108,12 @@ class PSPNet(nn.Module):
             conv_bn_relu(64, 128),  # (B, 128, H/2, W/2)
             nn.MaxPool2d(3, stride=2, padding=1),  # (B, 128, H/4, W/4)
         )
-        resnet = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+        # zero_init_residual: each bottleneck starts as the identity (Goyal et al. 2017), so a
+        # randomly initialised backbone (the offline smoke preset) does not blow up activations
+        # before the BatchNorm running statistics settle; loaded weights overwrite it.
+        resnet = resnet50(
+            weights=None, replace_stride_with_dilation=[False, True, True], zero_init_residual=True
+        )
         # the stem outputs 128 channels, not 64: the paper replaces the first block's two inputs
         resnet.layer1[0].conv1 = nn.Conv2d(128, 64, 1, bias=False)
         resnet.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
