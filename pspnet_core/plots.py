@@ -397,8 +397,12 @@ def learning_curves(
     colors: Mapping[str, str] | None = None,
     title: str = "",
     metric: str = "heldout_miou",
+    log_loss: bool = True,
 ) -> Figure:
     """Left: train (solid) and held-out (dashed) loss per epoch; right: held-out ``metric``.
+
+    ``log_loss`` draws the loss axis on a log scale: early held-out losses of a briefly trained
+    network can be orders of magnitude above the rest and would flatten the curves.
 
     ``histories`` maps a label ("none", "affine", "mix" or a run name) to a DataFrame with
     columns epoch, train_loss, heldout_loss and ``metric``. Colours come from ``colors`` or
@@ -430,7 +434,9 @@ def learning_curves(
         if metric in hist:
             ax_metric.plot(ep, hist[metric], color=c, marker="o", markersize=3, label=label)
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
+    ax_loss.set_ylabel("loss (log scale)" if log_loss else "loss")
+    if log_loss:
+        ax_loss.set_yscale("log")
     ax_loss.set_title("loss: train solid, held-out dashed", fontsize=10)
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8, ncol=2)

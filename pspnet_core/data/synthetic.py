@@ -224,7 +224,7 @@ def leaf_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.nda
         img = _rgb(rng.uniform(0.05, 0.12), 0.35, 0.25) * (1 - t) + _rgb(0.08, 0.3, 0.5) * t
         img = img.astype(np.float32)
     # the leaf: an ovate outline with a pointed tip, rotated
-    length = rng.uniform(0.36, 0.46) * min(h, w)
+    length = rng.uniform(0.42, 0.5) * min(h, w)  # leaves fill the frame, as in the Kaggle set
     width = length * rng.uniform(0.4, 0.65)
     t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     x = length * np.cos(t)
@@ -256,9 +256,9 @@ def leaf_scene(rng: np.random.Generator, size: int) -> tuple[Image.Image, np.nda
     # disease spots inside the leaf, with a halo
     disease = np.zeros((h, w), bool)
     ys, xs = np.nonzero(leaf)
-    for _ in range(int(rng.integers(1, 7))):
+    for _ in range(int(rng.integers(2, 9))):
         j = int(rng.integers(len(ys)))
-        r = rng.uniform(0.05, 0.16) * length
+        r = rng.uniform(0.08, 0.22) * length
         pts = _shape_points(rng, float(xs[j]), float(ys[j]), r, r * rng.uniform(0.5, 1.0), "blob")
         spot = _polygon_mask(w, h, pts) & leaf
         if not spot.any():
