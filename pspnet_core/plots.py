@@ -58,6 +58,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 AUGMENT_COLORS: dict[str, str] = {"none": "tab:green", "affine": "tab:blue", "mix": "tab:red"}
 DEFAULT_DPI = 120
+DISPLAY_DPI = 72  # inline previews stored in the notebooks (keeps them small in git)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -73,8 +74,9 @@ class StudyFigure(Figure):
     """
 
     def _repr_png_(self) -> bytes:
+        # notebooks show a lighter preview; the saved PNG/PDF keep DEFAULT_DPI
         buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=DEFAULT_DPI, bbox_inches="tight")
+        self.savefig(buf, format="png", dpi=DISPLAY_DPI, bbox_inches="tight")
         return buf.getvalue()
 
 
