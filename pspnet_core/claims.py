@@ -48,8 +48,6 @@ Criteria (final = last epoch, first = first epoch, min = minimum over epochs):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +55,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from pspnet_core.atomic import atomic_write_text
 
 Verdict = Literal["holds", "does not hold", "not testable here"]
 
@@ -473,13 +473,5 @@ def write_claims(
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     text = (f"# {title}\n\n" if title else "") + claims_markdown(claims)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, text)
     return target

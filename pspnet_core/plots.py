@@ -46,8 +46,6 @@ Typical notebook cell::
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,11 +54,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
+from pspnet_core.atomic import atomic_path
+from pspnet_core.data.voc import voc_colormap
+
 AUGMENT_COLORS: dict[str, str] = {"none": "tab:green", "affine": "tab:blue", "mix": "tab:red"}
 DEFAULT_DPI = 120
 DISPLAY_DPI = 72  # inline previews stored in the notebooks (keeps them small in git)
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 # ---------------------------------------------------------------- helpers
@@ -91,21 +90,11 @@ def _np(x: Any) -> np.ndarray:
 
 
 def voc_palette() -> np.ndarray:
-    """The PASCAL VOC colormap, uint8 (256, 3): the standard bit-interleaving palette.
+    """The PASCAL VOC colormap, uint8 (256, 3) (:func:`pspnet_core.data.voc.voc_colormap`).
 
     Index 255 (ignore / object border) is (224, 224, 192) as in VOC's own PNGs.
     """
-    cmap = np.zeros((256, 3), dtype=np.uint8)
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
+    return voc_colormap()
 
 
 def colorize(labels: Any, colormap: Any = None) -> np.ndarray:
@@ -185,17 +174,10 @@ def save_figure(
     written = []
     for fmt in formats:
         target = out_dir / f"{stem}.{fmt}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".{fmt}.tmp", dir=out_dir)
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             # no creation date in PDFs: identical figures give identical files
             metadata = {"CreationDate": None} if fmt == "pdf" else None
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
-            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; use what open() would
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         written.append(target)
     return written
 

@@ -28,7 +28,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ import torch
 import yaml
 
 from pspnet_core import paths
+from pspnet_core.atomic import atomic_path, atomic_write_text  # noqa: F401 (re-exported)
 from pspnet_core.config import (
     ParamsError,
     RunConfig,
@@ -70,37 +70,9 @@ class RunNotTrainedError(RuntimeError):
 # ---------------------------------------------------------------- atomic writes
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write to a temp file in the same folder, fsync, then ``os.replace`` over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    _atomic_write(Path(path), lambda fh: fh.write(text.encode()))
-
-
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic_write(Path(path), lambda fh: torch.save(obj, fh))
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 # ---------------------------------------------------------------- locations

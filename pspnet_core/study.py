@@ -41,7 +41,6 @@ import argparse
 import html
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from typing import Any
 
 import yaml
 
+from pspnet_core.atomic import atomic_write_text
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
 
 DEFAULT_KERNEL = "pspnet-study"
@@ -211,21 +211,8 @@ def _export_html(ipynb: Path) -> Path | None:
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     target = ipynb.with_suffix(".html")
-    _atomic_write(target, body)
+    atomic_write_text(target, body)
     return target
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_index(
@@ -285,7 +272,7 @@ figure img {{ max-width: 260px; max-height: 200px; border: 1px solid #ccc; }}
 </body></html>
 """
     target = out / "index.html"
-    _atomic_write(target, page)
+    atomic_write_text(target, page)
     return target
 
 

@@ -88,20 +88,6 @@ def test_absent_run_without_training(tmp_path):
     assert set(table["status"]) == {"absent"} and len(table) == 3
 
 
-def test_atomic_write_keeps_old_file_whole(tmp_path):
-    target = tmp_path / "history.csv"
-    runs.atomic_write_text(target, "old\n")
-
-    def half_then_die(fh):
-        fh.write(b"new partial")
-        raise KeyboardInterrupt  # e.g. a kill mid-write
-
-    with pytest.raises(KeyboardInterrupt):
-        runs._atomic_write(target, half_then_die)
-    assert target.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["history.csv"]
-
-
 def test_lock_refuses_second_trainer(tmp_path):
     params = write_tiny(tmp_path)
     run = runs.open_run(resolve_run(load_params(params), "adam_none"))
