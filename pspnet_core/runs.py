@@ -281,9 +281,11 @@ def run_lock(r: Run) -> Iterator[None]:
     r.dir.mkdir(parents=True, exist_ok=True)
     path = r.dir / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except OSError as err:
             if err.errno in (errno.EAGAIN, errno.EACCES):
                 holder = path.read_text().strip() or "unknown"
@@ -296,4 +298,9 @@ def run_lock(r: Run) -> Iterator[None]:
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
+        if held and [p.name for p in r.dir.iterdir()] == [LOCK_FILE]:
+            # training failed before writing anything (bad data, no weights): leave no
+            # empty run folder behind that would list as a run
+            path.unlink(missing_ok=True)
+            r.dir.rmdir()
         os.close(fd)  # closing releases the lock

@@ -25,6 +25,17 @@ import yaml
 from pspnet_core.config import ParamsError, load_params, resolve_run
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already says what is wrong and what to do: no traceback."""
+    from pspnet_core.data.loading import DataError, DatasetNotFoundError
+    from pspnet_core.engine import NonFiniteLossError
+    from pspnet_core.model import WeightsUnavailableError
+    from pspnet_core.runs import RunBusyError
+
+    return (ParamsError, DataError, DatasetNotFoundError, WeightsUnavailableError,
+            NonFiniteLossError, RunBusyError)
+
+
 def parse_sets(items: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items:
@@ -89,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    USER_ERRORS = _user_errors()  # noqa: N806
     for name in names:
         r = runs.open_run(resolve_run(cfg, name))
         if r.done:
@@ -97,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         from pspnet_core import engine
 
-        engine.fit(r.run_cfg)
+        try:
+            engine.fit(r.run_cfg)
+        except USER_ERRORS as err:  # a message that names the file/key and the remedy
+            print(f"error: {name}: {err}", file=sys.stderr)
+            return 1
         if rank0:
             state = "done" if r.done else r.describe()
             print(f"{name}: {state}, {r.dir}")

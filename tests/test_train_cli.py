@@ -53,3 +53,16 @@ def test_finished_run_returns_at_once_and_lists_done(tmp_path_factory):
     lines = {ln.split()[0]: ln for ln in listing.stdout.splitlines()}
     assert "done" in lines["sgd_mix"] and str(run.dir) in lines["sgd_mix"]
     assert "absent" in lines["adam_none"]
+
+
+def test_missing_dataset_is_one_clear_error_and_leaves_no_run_folder(tmp_path, capsys):
+    params = write_tiny(tmp_path)
+    voc_root = tmp_path / "no-voc-here"
+    code = train.main(["--params", str(params), "--run", "sgd_mix",
+                       "--set", "data.voc_source=voc2012", "--set", f"data.voc_root={voc_root}"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "VOC2012 not found" in err and str(voc_root / "VOCdevkit" / "VOC2012") in err
+    assert "download: true" in err and "Traceback" not in err
+    runs_dir = tmp_path / "runs"
+    assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
