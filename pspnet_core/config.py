@@ -84,7 +84,7 @@ class SGDConfig:
     """SGD with poly decay (PAPER.md section 5)."""
 
     lr: float = field(default=0.01, metadata=_rng(1e-8, 10.0))
-    momentum: float = field(default=0.9, metadata=_rng(0.0, 0.999))
+    momentum: float = field(default=0.0, metadata=_rng(0.0, 0.999))  # the paper's code has none
     weight_decay: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
     poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
     poly_step: Literal["epoch", "iter"] = "epoch"
@@ -401,10 +401,40 @@ def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
     )
 
 
+# Bump when the meaning of training changes in code (augmentation, loss, schedule, seeding), so
+# runs trained by older code are not silently reused.
+RECIPE_VERSION = 2
+
+# Parameters that do not change what a run learns (loader workers give identical batches;
+# evaluation batch size and the download flag do not touch training), or that belong to the
+# other task. They are left out of the hash so that changing them reuses trained runs.
+_NOT_TRAINING = {"data": ("num_workers", "download")}
+_TASK_DATA_KEYS = {
+    "voc": ("voc_source", "voc_root", "voc_image_set", "num_classes", "n_train", "n_heldout",
+            "synthetic_voc_images"),
+    "leaf": ("leaf_source", "leaf_root", "leaf_heldout_fraction", "synthetic_leaf_images"),
+}
+
+
+def hashed_fields(run_cfg: RunConfig) -> dict[str, Any]:
+    """What :func:`run_hash` covers: the run's config without ``NOT_HASHED``, the evaluation
+    batch size, loader workers, the download flag, the other task's data keys, and
+    ``augment.cutmix_prob`` for runs that do not mix; plus ``RECIPE_VERSION``."""
+    plain = {k: v for k, v in run_cfg.to_dict().items()
+             if k not in RunConfig.NOT_HASHED and k != "eval_batch_size"}
+    other = "leaf" if run_cfg.task == "voc" else "voc"
+    drop = set(_NOT_TRAINING["data"]) | set(_TASK_DATA_KEYS[other])
+    plain["data"] = {k: v for k, v in plain["data"].items() if k not in drop}
+    if run_cfg.augment != "mix":
+        plain["augmentation"] = {k: v for k, v in plain["augmentation"].items()
+                                 if k != "cutmix_prob"}
+    plain["recipe_version"] = RECIPE_VERSION
+    return plain
+
+
 def run_hash(run_cfg: RunConfig) -> str:
-    """12 hex digits over everything that changes training."""
-    plain = {k: v for k, v in run_cfg.to_dict().items() if k not in RunConfig.NOT_HASHED}
-    blob = json.dumps(plain, sort_keys=True, separators=(",", ":"))
+    """12 hex digits over everything that changes training (:func:`hashed_fields`)."""
+    blob = json.dumps(hashed_fields(run_cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

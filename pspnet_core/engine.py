@@ -9,7 +9,7 @@ epoch when a checkpoint exists. The pieces, torchvision-reference style:
   epoch (the paper) or per iteration (``sgd.poly_step: iter``); Adam keeps a constant lr.
 - ``train_one_epoch``: augment ``none``/``affine`` come from the dataset; ``mix`` additionally
   applies Mixup or CutMix per batch (``mixing.mix_batch``) with a ``torch.Generator`` seeded from
-  ``(seed, epoch, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+  ``(seed, epoch, tag, rank)``, so a resumed run draws exactly what an uninterrupted one would.
 - ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
   accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
 
@@ -17,8 +17,11 @@ epoch when a checkpoint exists. The pieces, torchvision-reference style:
 ``epoch, train_loss, train_total_loss, heldout_loss, heldout_miou, heldout_pixel_acc`` (VOC) or
 ``heldout_dice, heldout_iou, heldout_pixel_acc`` (leaf), ``lr, seconds``.
 ``train_loss`` is the main head's criterion (against the mixed target for mixed batches), the
-same quantity as ``heldout_loss``, so the two curves of Figs. 5 and 10 compare like with like;
-``train_total_loss`` is what is optimized, main + aux_weight * aux. Both are means over steps.
+same criterion as ``heldout_loss``, so the two curves of Figs. 5 and 10 compare like with like;
+``train_total_loss`` is what is optimized, main + aux_weight * aux. The training losses are means
+over steps of per-batch pixel means; ``heldout_loss`` is the mean over images of per-image pixel
+means (what the galleries rank). With similar object sizes per image the two agree closely; they
+are not the same average when images have very different numbers of valid pixels.
 
 Determinism: every epoch reseeds python/numpy/torch and builds its loaders from
 ``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint. On CPU the same
@@ -314,7 +317,8 @@ def _set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state(states["numpy"])
     random.setstate(states["python"])
     if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+        for i, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, i)  # a machine with fewer GPUs restores fewer
 
 
 def fit(
@@ -381,8 +385,15 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        saved_world = int(state.get("world_size", world))
+        if saved_world != world:
+            raise ValueError(
+                f"run {run_cfg.run!r} in {run.dir} was trained with {saved_world} process(es) "
+                f"and cannot resume with {world}: the per-process batch and sampler order "
+                f"would change; resume it with {saved_world}, or delete the folder to retrain"
+            )
         start, history = int(state["epoch"]), list(state["history"])
-        _set_rng_states(state["rng"])
+        _set_rng_states(state["rng"])  # kept for completeness; each epoch reseeds below
     if rank == 0:
         store.start_run(run, device, world)
         if start and not quiet:
@@ -390,6 +401,8 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
 
     ddp_model = model
     if world > 1:
+        if device.type == "cuda":  # a few images per GPU: BatchNorm statistics over all GPUs
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
@@ -404,7 +417,9 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
                   desc=run_cfg.run, initial=start, total=run_cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
-        seed_everything(derive_seed(run_cfg.seed, epoch, rank))
+        # every epoch reseeds from (seed, epoch): a resumed run draws what an uninterrupted one
+        # would; the tags 0/1/2 keep the process, loader and mixing streams apart
+        seed_everything(derive_seed(run_cfg.seed, epoch, 0, rank))
         loader_seed = derive_seed(run_cfg.seed, epoch, 1)
         sampler = None
         if world > 1:
@@ -415,7 +430,7 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
                              num_workers=run_cfg.data.num_workers, sampler=sampler)
         mix_gen = None
         if run_cfg.augment == "mix":
-            mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, rank, 2))
+            mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, 2, rank))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(
             ddp_model, loader, optimizer, run_cfg, device, epoch,

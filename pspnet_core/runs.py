@@ -254,8 +254,11 @@ def environment(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -
 
 
 def start_run(r: Run, device: torch.device, world_size: int = 1) -> None:
-    """Write ``params.yaml`` and ``env.json`` (env.json is rewritten on every (re)start)."""
+    """Write ``params.yaml`` and ``env.json`` (env.json is rewritten on every (re)start), and
+    remove temp files a killed writer left behind (called with the run's lock held)."""
     r.dir.mkdir(parents=True, exist_ok=True)
+    for leftover in r.dir.glob(".*.tmp"):  # e.g. half a checkpoint from a SIGKILL mid-save
+        leftover.unlink(missing_ok=True)
     atomic_write_text(r.dir / PARAMS_FILE, dump_params(r.run_cfg))
     env = environment(r.run_cfg, device, world_size)
     old = r.env

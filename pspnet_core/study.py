@@ -153,15 +153,18 @@ def choose_kernel(requested: str = DEFAULT_KERNEL, log: Callable[[str], None] = 
     )
 
 
-def _preset(preset: str | os.PathLike) -> tuple[str, str, Path]:
-    """(name, value for the notebooks' ``preset`` parameter, figures dir) of a preset."""
+def _preset(
+    preset: str | os.PathLike, overrides: dict[str, Any] | None = None
+) -> tuple[str, str, Path]:
+    """(name, value for the notebooks' ``preset`` parameter, figures dir) of a preset with the
+    notebooks' ``overrides`` applied (they may move ``figures_dir`` or rename the preset)."""
     from pspnet_core.config import ParamsError, load_params
 
     raw = str(preset)
     is_path = Path(raw).suffix in (".yaml", ".yml") or os.sep in raw
     value = str(Path(raw).resolve()) if is_path else raw  # notebooks run in notebooks/
     try:
-        cfg = load_params(value)
+        cfg = load_params(value, overrides)
     except ParamsError as err:
         raise StudyError(str(err)) from None
     return cfg.name, value, resolve(cfg.figures_dir) / cfg.name
@@ -296,7 +299,7 @@ def run_study(
     import papermill as pm
 
     t0 = time.perf_counter()
-    name, value, default_figs = _preset(preset)
+    name, value, default_figs = _preset(preset, overrides)
     nb_dir = Path(notebooks_dir).resolve()
     out_dir = Path(outputs_dir) if outputs_dir is not None else resolve("outputs") / name
     fig_dir = Path(figures_dir) if figures_dir is not None else default_figs

@@ -30,17 +30,18 @@ def hist(train, heldout, **extra):
 DOWN = [2.0, 1.5, 1.0, 0.8, 0.6]
 
 
-def test_claim1_holds_with_gap_and_rise():
+def test_claim1_holds_with_gap():
     c = C.claim1({"sgd_none": hist(DOWN, [2.0, 1.8, 1.7, 1.6, 1.6])})
     assert c.verdict == "holds" and "2.667" in c.evidence  # final held-out / final train
-    # no gap, but held-out rises after its minimum
-    c = C.claim1({"sgd_none": hist(DOWN, [1.5, 0.9, 0.7, 0.8, 0.85])})
-    assert c.verdict == "holds"
 
 
 def test_claim1_does_not_hold():
     # held-out follows training: no overfitting
     assert C.claim1({"sgd_none": hist(DOWN, [2.0, 1.5, 1.0, 0.8, 0.65])}).verdict == (
+        "does not hold"
+    )
+    # a late rise of the held-out loss without a gap is noise, not "stays high"
+    assert C.claim1({"sgd_none": hist(DOWN, [1.5, 0.9, 0.7, 0.8, 0.85])}).verdict == (
         "does not hold"
     )
     # training loss does not fall enough

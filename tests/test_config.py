@@ -126,3 +126,33 @@ def test_dump_params_round_trips():
     tree = yaml.safe_load(config.dump_params(rc))
     assert tree["run"] == "adam_mix" and tree["optim"]["lr"] == rc.optim.lr
     assert tree == rc.to_dict()
+
+
+def test_hash_ignores_what_does_not_change_training_and_tracks_what_does():
+    from pspnet_core.config import load_params, resolve_run, run_hash
+
+    def h(run, **over):
+        return run_hash(resolve_run(load_params("smoke", over), run))
+
+    base_voc, base_leaf = h("sgd_affine"), h("leaf_sgd_affine")
+    # loader workers, download flag, evaluation batch, device: same training
+    assert h("sgd_affine", **{"data.num_workers": 4, "data.download": True,
+                              "train.eval_batch_size": 3, "device": "cpu"}) == base_voc
+    # the other task's data and the CutMix probability of a run that does not mix
+    assert h("sgd_affine", **{"data.leaf_heldout_fraction": 0.5,
+                              "augment.cutmix_prob": 0.9}) == base_voc
+    assert h("leaf_sgd_affine", **{"data.n_train": 10}) == base_leaf
+    # what changes training changes the hash
+    assert h("sgd_affine", **{"data.n_train": 10}) != base_voc
+    assert h("sgd_mix", **{"augment.cutmix_prob": 0.9}) != h("sgd_mix")
+    assert h("sgd_affine", **{"sgd.momentum": 0.0}) != base_voc
+    assert h("sgd_affine", precision="fp32") != base_voc
+
+
+def test_recipe_version_is_hashed(monkeypatch):
+    from pspnet_core import config
+
+    rc = config.resolve_run(config.load_params("smoke"), "sgd_mix")
+    before = config.run_hash(rc)
+    monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
+    assert config.run_hash(rc) != before

@@ -65,7 +65,7 @@ def test_optimizer_gets_only_trainable_params(tmp_path):
     assert len(params) == 3 and all(p.requires_grad for p in params)
     g = opt.param_groups[0]
     assert isinstance(opt, torch.optim.SGD)
-    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.01, 0.9, 1e-4)
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.01, 0.0, 1e-4)  # the paper: none
     adam = engine.build_optimizer(model, tiny_cfg(tmp_path, "adam_none", adam={"lr": 0.01}))
     g = adam.param_groups[0]
     assert isinstance(adam, torch.optim.Adam)

@@ -53,6 +53,10 @@ def test_layout_and_provenance(tmp_path_factory):
     for col in ("train_loss", "heldout_loss", "heldout_miou", "heldout_pixel_acc", "lr",
                 "seconds"):
         assert hist[col].notna().all(), col
+    # poly decay stepped once per epoch (PAPER.md section 5): lr0 * (1 - (epoch-1)/EPOCHS)^0.9
+    sgd = rc.optim
+    expected = [sgd.lr * (1 - (e - 1) / rc.epochs) ** sgd.poly_power for e in hist["epoch"]]
+    assert hist["lr"].tolist() == pytest.approx(expected, rel=1e-12)
     assert run.status == "done" and run.describe() == "done"
 
 
@@ -140,8 +144,11 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path_factory, tmp_
     assert not run.done and run.status == "partial"
     k = run.checkpoint()["epoch"]
     assert 1 <= k < 3 and len(run.history) in (k - 1, k)  # history.csv follows the checkpoint
+    # what a kill in the middle of a checkpoint save leaves: a temp file beside the checkpoint
+    leftover = run.dir / ".checkpoint.pt.killed.tmp"
+    leftover.write_bytes(b"half a checkpoint")
     out = train_cli(tmp_path, params, "--run", "sgd_mix")
     assert out.returncode == 0, out.stderr
     assert "sgd_mix: done" in out.stdout
-    assert run.done
+    assert run.done and not leftover.exists()  # swept on restart
     assert_same_run(run, ref)

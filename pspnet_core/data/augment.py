@@ -54,9 +54,10 @@ def build_transform(
     """The Albumentations pipeline for ``kind`` producing ``image_size`` x ``image_size`` crops.
 
     ``none``: longest side -> image_size, pad (image 0, mask ``mask_fill``), normalize, tensor.
-    ``affine``: the same resize, then horizontal flip (p=aug.hflip), Affine with scale
-    aug.scale_min..aug.scale_max and rotation +-aug.rotate (image border 0, mask border
-    ``mask_fill``), Gaussian blur (always, as the paper), pad + random crop, normalize, tensor.
+    ``affine``: the same resize, then horizontal flip (p=aug.hflip), random scale
+    aug.scale_min..aug.scale_max (the canvas grows or shrinks), rotation +-aug.rotate (image
+    border 0, mask border ``mask_fill``), Gaussian blur (always, as the paper), pad + random
+    crop (anywhere in the scaled image), normalize, tensor.
     ``seed`` seeds the Compose's own generator (Albumentations 2 ignores numpy's global seed).
     """
     aug = aug or AugmentConfig()
@@ -74,8 +75,18 @@ def build_transform(
         steps = [
             resize,
             A.HorizontalFlip(p=aug.hflip),
+            # scale changes the canvas (as PSPNet's RandScale), so the random crop below moves
+            # over the whole zoomed image; an Affine scale would keep the canvas and always
+            # show the centre
+            A.RandomScale(
+                scale_limit=(aug.scale_min - 1.0, aug.scale_max - 1.0),
+                interpolation=cv2.INTER_LINEAR,
+                # NEAREST_EXACT samples pixel centres as INTER_LINEAR does; plain NEAREST is
+                # off by half a pixel and misaligns the mask when enlarging
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                p=1.0,
+            ),
             A.Affine(
-                scale=(aug.scale_min, aug.scale_max),
                 rotate=(-aug.rotate, aug.rotate),
                 interpolation=cv2.INTER_LINEAR,
                 mask_interpolation=cv2.INTER_NEAREST,

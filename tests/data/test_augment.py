@@ -59,7 +59,9 @@ def test_affine_keeps_image_and_mask_aligned(normalize):
         lab = out["mask"].numpy()
         assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
         frac, n = mismatch_fraction(img, lab)
-        assert frac == 0.0, f"seed {seed}: {frac:.1%} of {n} interior pixels misaligned"
+        # resampling a thin sliver can leave a few interior pixels a blend of two colours
+        # (at most 0.5% measured); a mask off by a few pixels is far above 1% (checked below)
+        assert frac < 0.01, f"seed {seed}: {frac:.1%} of {n} interior pixels misaligned"
         checked += n
         # the same check does catch a mask that is off by a few pixels
         shifted = np.roll(lab, 5, axis=1)
@@ -123,3 +125,18 @@ def test_no_warnings_from_albumentations():
 def test_unknown_kind():
     with pytest.raises(ValueError, match="affine"):
         build_transform("mix", 64)
+
+
+def test_zoomed_crop_moves_over_the_whole_image():
+    """At scale 2 the crop must be able to show any part of the image (PSPNet's RandScale +
+    random crop), not only the centre: the mask encodes each pixel's source column."""
+    size = 64
+    columns = np.tile(np.arange(size, dtype=np.uint8), (size, 1))  # mask value = source column
+    image = np.zeros((size, size, 3), np.uint8)
+    aug = AugmentConfig(scale_min=2.0, scale_max=2.0, rotate=0.0, hflip=0.0)
+    tf = build_transform("affine", size, aug, mask_fill=255, seed=0)
+    seen = set()
+    for _ in range(40):
+        mask = tf(image=image, mask=columns)["mask"].numpy()
+        seen.update(np.unique(mask[mask != 255]).tolist())
+    assert min(seen) <= 2 and max(seen) >= size - 3, (min(seen), max(seen))
