@@ -397,24 +397,11 @@ def learning_curves(
     for label, hist in histories.items():
         c = (colors or {}).get(label) or color_for(label)
         ep = hist["epoch"].to_numpy()
-        ax_loss.plot(
-            ep,
-            hist["train_loss"],
-            color=c,
-            linestyle="-",
-            marker="o",
-            markersize=3,
-            label=f"{label} train",
-        )
-        ax_loss.plot(
-            ep,
-            hist["heldout_loss"],
-            color=c,
-            linestyle="--",
-            marker="s",
-            markersize=3,
-            label=f"{label} held-out",
-        )
+        # train solid, held-out dashed (the paper's Figs. 5 and 10)
+        for column, style, marker, split in (("train_loss", "-", "o", "train"),
+                                             ("heldout_loss", "--", "s", "held-out")):
+            ax_loss.plot(ep, hist[column], color=c, linestyle=style, marker=marker,
+                         markersize=3, label=f"{label} {split}")
         if metric in hist:
             ax_metric.plot(ep, hist[metric], color=c, marker="o", markersize=3, label=label)
     ax_loss.set_xlabel("epoch")
