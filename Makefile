@@ -25,6 +25,7 @@ study: env
 
 test: env
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
 
 bench: env

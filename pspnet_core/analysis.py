@@ -1,12 +1,15 @@
-"""What the notebooks compute from trained runs (PAPER.md section 6, figs. 6-9 and 11-13).
+"""Inference on trained runs: what the notebooks compute from them (docs/method.md#figures,
+figs. 6-9 and 11-13).
 
+- :func:`predict`: main-head logits of a model for a batch, in the run's precision.
+- :func:`per_image_losses`: main-head loss of ``n`` seeded random images of a split.
 - :func:`ranked_losses`: per-image main-head loss of ``n`` random images of a split, with a
   scene-complexity score per image (claim 4), cached next to the run's checkpoint so the
   gallery and claims notebooks compute it once.
 - :func:`gallery_tiles`: input, label and prediction of chosen images, ready for
   :func:`pspnet_core.plots.loss_gallery`.
 - :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, and
-  held-out pixel statistics (claim 7).
+  held-out pixel statistics (claim 7, :func:`pspnet_core.metrics.leaf_pixel_stats`).
 """
 
 from __future__ import annotations
@@ -16,12 +19,61 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
-from pspnet_core import data, engine
-from pspnet_core.claims import leaf_pixel_stats, scene_complexity
-from pspnet_core.runs import Run, atomic_write_text
+from pspnet_core import data
+from pspnet_core.atomic import atomic_write_text
+from pspnet_core.engine import autocast, resolve_device
+from pspnet_core.losses import segmentation_loss
+from pspnet_core.metrics import leaf_pixel_stats, scene_complexity
+from pspnet_core.runs import Run
 
 Split = Literal["train", "heldout"]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, images: Tensor, precision: str = "fp32", channels_last: bool = False
+) -> Tensor:
+    """Main-head logits ``(B, K, H, W)`` (float32, on the model's device) for ``images``
+    ``(B, 3, H, W)`` or one ``(3, H, W)``; the model is put in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = images.unsqueeze(0) if images.dim() == 3 else images  # (B, 3, H, W)
+    x = x.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        main, _ = model(x, with_aux=False)
+    return main.float()
+
+
+def per_image_losses(
+    run: Run, split: Split, n: int, seed: int, device: str | torch.device = "auto",
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Main-head loss of ``n`` randomly chosen images (seeded; ``n`` capped at the dataset size)
+    of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``).
+
+    Returns ``DataFrame[index, id, loss]`` in dataset-index order; ``index`` indexes the
+    evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``).
+    """
+    rc = run.run_cfg
+    ds = data.build_eval_dataset(rc, split)
+    k = min(int(n), len(ds))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=k, replace=False))
+    dev = resolve_device(device)
+    model = run.load_model(dev)
+    loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
+                        shuffle=False, num_workers=0)
+    losses = []
+    for images, target in loader:
+        logits = predict(model, images, rc.precision, rc.channels_last)  # (B, K, H, W)
+        losses.append(segmentation_loss(logits, target.to(dev), reduction="per_image").cpu())
+    loss = torch.cat(losses).double().numpy() if losses else np.zeros(0)
+    ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
+    return pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
 
 
 def _losses_file(run: Run, split: Split, n: int, seed: int):
@@ -35,7 +87,7 @@ def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
     path = _losses_file(run, split, n, seed)
     if run.done and path.is_file():
         return pd.read_csv(path, dtype={"id": str})
-    frame = engine.per_image_losses(run, split, n=n, seed=seed)
+    frame = per_image_losses(run, split, n=n, seed=seed)
     ds = data.build_eval_dataset(run.run_cfg, split)
     # complexity of the raw mask: the evaluation transform's padding is not part of the scene
     frame["complexity"] = [
@@ -59,13 +111,13 @@ def gallery_tiles(
     items = [ds[int(i)] for i in indices]
     images = torch.stack([img for img, _ in items])  # (N, 3, H, W)
     labels = torch.stack([lab for _, lab in items])  # (N, H, W)
-    logits = engine.predict(model, images, rc.precision, rc.channels_last)  # (N, K, H, W)
+    logits = predict(model, images, rc.precision, rc.channels_last)  # (N, K, H, W)
     if rc.num_classes == 1:
         predictions = (logits[:, 0] > 0).long()
     else:
         predictions = logits.argmax(1)  # (N, H, W)
     return {
-        "images": np.stack([data.denormalize(img, rc.augmentation.normalize) for img in images]),
+        "images": np.stack([data.denormalize(img, rc.augment.normalize) for img in images]),
         "labels": labels.numpy(),
         "predictions": predictions.cpu().numpy(),
     }
@@ -73,7 +125,7 @@ def gallery_tiles(
 
 def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
     """The one-class run on every held-out leaf: images (uint8), masks {0,1}, analog maps
-    ``sigmoid(logits)`` in [0, 1], ids, and :func:`pspnet_core.claims.leaf_pixel_stats`."""
+    ``sigmoid(logits)`` in [0, 1], ids, and :func:`pspnet_core.metrics.leaf_pixel_stats`."""
     rc = run.run_cfg
     if rc.num_classes != 1:
         raise ValueError(f"run {run.name!r} has {rc.num_classes} classes; the leaf run has 1")
@@ -83,10 +135,10 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
     for start in range(0, len(ds), rc.eval_batch_size):
         batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]
         x = torch.stack([img for img, _ in batch])  # (B, 3, H, W)
-        logits = engine.predict(model, x, rc.precision, rc.channels_last)  # (B, 1, H, W)
+        logits = predict(model, x, rc.precision, rc.channels_last)  # (B, 1, H, W)
         probs.append(torch.sigmoid(logits[:, 0]).numpy())
         masks.append(torch.stack([m for _, m in batch]).numpy())
-        images.extend(data.denormalize(img, rc.augmentation.normalize) for img in x)
+        images.extend(data.denormalize(img, rc.augment.normalize) for img in x)
     prob = np.concatenate(probs)
     mask = np.concatenate(masks)
     return {

@@ -1,49 +1,23 @@
-"""Check PAPER.md section 7's claims against the run store, with stated numeric criteria.
+"""Verdicts on the paper's claims (docs/method.md#claims) from the run store's numbers.
 
-Every claim function returns a :class:`Claim` with a verdict ("holds", "does not hold" or
-"not testable here"), the criterion it applied and the measured numbers as evidence. The
-thresholds are module constants, so the table states exactly what was tested.
+Every claim function returns a :class:`Claim` with a verdict, the criterion it applied (the
+thresholds are module constants, so the text states exactly what was tested) and the measured
+numbers as evidence. Measurements come from elsewhere: histories from the run store, per-image
+losses and leaf pixel statistics from ``analysis`` / ``metrics``; this module only judges.
 
 Inputs::
 
-    histories: dict run name -> DataFrame of history.csv with columns
-        epoch, train_loss, heldout_loss, heldout_miou, heldout_pixel_acc, lr, seconds
-        (the leaf run: heldout_dice, heldout_iou). Run names as in config.DEFAULT_RUNS:
-        sgd_none, sgd_affine, sgd_mix, adam_affine, adam_mix, leaf_sgd_affine.
-    galleries: DataFrame(id, loss, split in {"train", "heldout"}) -- the per-image losses of
-        the ranked random images (engine.per_image_losses), one frame with a split column or a
-        dict split -> frame. An optional complexity column (see scene_complexity) enables the
-        first half of claim 4.
-    leaf_stats: dict from leaf_pixel_stats(probabilities, masks) over the held-out leaves.
+    histories: dict run name -> history DataFrame (columns: engine.fit's history.csv)
+    galleries: DataFrame(id, loss, split in {"train", "heldout"}[, complexity]) -- per-image
+        losses of ranked random images (analysis.ranked_losses), or a dict split -> frame
+    leaf_stats: dict from metrics.leaf_pixel_stats(probabilities, masks)
 
 API::
 
     evaluate_claims(histories, galleries=None, leaf_stats=None, top_k=16) -> list[Claim]
     claim1(histories) ... claim7(histories, leaf_stats)   # one function per claim
-    scene_complexity(label, ignore_index=255) -> dict(n_classes, foreground_fraction,
-                                                      boundary_fraction, complexity)
-    leaf_pixel_stats(probabilities, masks, threshold=0.5) -> dict
-    claims_markdown(claims) -> str        # a Markdown table
-    claims_frame(claims) -> DataFrame
-    write_claims(claims, path, title=...) # atomic write of the Markdown
-
-Criteria (final = last epoch, first = first epoch, min = minimum over epochs):
-
-1. sgd_none: final train <= TRAIN_DROP x first train (training loss falls) AND overfitting:
-   final held-out >= GAP x final train, or held-out min before the last epoch and final
-   held-out >= (1 + RISE) x min held-out.
-2. final train and final held-out loss of sgd_affine both lower than sgd_none's.
-3. min held-out of sgd_mix lowest among the SGD runs present (>= 2) AND it rises late: min
-   reached before the last epoch and final >= (1 + RISE) x min.
-4. (a) Spearman correlation between per-image loss and scene complexity >= MIN_RHO on the
-   pooled galleries (only when a complexity column is present) AND (b) mean loss of the top_k
-   highest-loss held-out images > that of the top_k highest-loss training images.
-5. adam_affine and adam_mix final held-out losses within EQUAL_TOL (relative) AND adam_mix
-   does not rise late (final < (1 + RISE) x min).
-6. not testable here (no U-Net baseline).
-7. partly: the analog output is graded (precision of pixels with threshold <= p < HIGH_P is
-   lower than of pixels with p >= HIGH_P) AND it both marks pixels outside the mask and misses
-   mask pixels. Whether those are label misses or model errors needs human review.
+    claims_markdown(claims) -> str; claims_frame(claims) -> DataFrame
+    write_claims(claims, path, title=...)                 # atomic write of the Markdown
 """
 
 from __future__ import annotations
@@ -88,7 +62,7 @@ CLAIM_TEXTS: dict[int, str] = {
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim of PAPER.md section 7 and what this run says about it."""
+    """One claim of the paper (docs/method.md#claims) and what these runs say about it."""
 
     number: int
     text: str
@@ -376,69 +350,6 @@ def evaluate_claims(
     ]
 
 
-# ---------------------------------------------------------------- measurements
-
-
-def scene_complexity(label: Any, ignore_index: int = 255) -> dict[str, float]:
-    """How complex a VOC label map is: classes present, foreground share, boundary share.
-
-    ``boundary_fraction`` counts pixels that are ignore borders (255) or differ from their
-    right / lower neighbour; ``complexity`` = boundary_fraction (small simple regions have few
-    boundary pixels, cluttered scenes many). Add these as columns to the gallery frames.
-    """
-    lab = label.detach().cpu().numpy() if hasattr(label, "detach") else np.asarray(label)
-    valid = lab != ignore_index
-    classes = np.unique(lab[valid])
-    fg = float(((lab != 0) & valid).sum() / max(valid.sum(), 1))
-    edge = np.zeros(lab.shape, dtype=bool)
-    edge[:, :-1] |= lab[:, 1:] != lab[:, :-1]
-    edge[:-1, :] |= lab[1:, :] != lab[:-1, :]
-    edge |= ~valid
-    bf = float(edge.mean())
-    return {
-        "n_classes": int(len(classes)),
-        "foreground_fraction": fg,
-        "boundary_fraction": bf,
-        "complexity": bf,
-    }
-
-
-def leaf_pixel_stats(probabilities: Any, masks: Any, threshold: float = 0.5) -> dict[str, float]:
-    """Pixel statistics of analog leaf outputs against the masks, pooled over images.
-
-    ``probabilities`` float in [0,1] and ``masks`` {0,1}, same shape ((N,)H,W). Returns dice,
-    iou, outside_fraction (predicted-disease pixels outside the mask / predicted), missed_fraction
-    (mask pixels predicted healthy / mask pixels), precision_mid / precision_high (share of mask
-    pixels among pixels with threshold <= p < HIGH_P / p >= HIGH_P; NaN when empty), their pixel
-    counts n_mid / n_high, and the threshold.
-    """
-
-    def arr(x: Any) -> np.ndarray:
-        return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-
-    p = arr(probabilities).astype(np.float64).ravel()
-    m = arr(masks).astype(np.float64).ravel() > 0.5
-    if p.shape != m.shape:
-        raise ValueError(f"probabilities {p.shape} and masks {m.shape} differ in size")
-    pred = p >= threshold
-    tp = float((pred & m).sum())
-    fp = float((pred & ~m).sum())
-    fn = float((~pred & m).sum())
-    mid = (p >= threshold) & (p < HIGH_P)
-    high = p >= HIGH_P
-    return {
-        "threshold": float(threshold),
-        "dice": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0,
-        "iou": tp / (tp + fp + fn) if tp + fp + fn else 1.0,
-        "outside_fraction": fp / (tp + fp) if tp + fp else 0.0,
-        "missed_fraction": fn / (tp + fn) if tp + fn else 0.0,
-        "precision_mid": float(m[mid].mean()) if mid.any() else float("nan"),
-        "precision_high": float(m[high].mean()) if high.any() else float("nan"),
-        "n_mid": float(mid.sum()),
-        "n_high": float(high.sum()),
-    }
-
-
 # ---------------------------------------------------------------- output
 
 
@@ -454,7 +365,7 @@ def _cell(text: str) -> str:
 def claims_markdown(claims: Sequence[Claim]) -> str:
     """A Markdown table: number, claim, verdict, criterion, evidence."""
     lines = [
-        "| # | claim (PAPER.md section 7) | verdict | criterion | evidence |",
+        "| # | claim of the paper | verdict | criterion | evidence |",
         "|---|---|---|---|---|",
     ]
     for c in claims:

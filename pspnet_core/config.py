@@ -1,8 +1,9 @@
-"""One validated schema for every parameter of the study (DESIGN.md, "One source of truth").
+"""One validated schema for every parameter of the study (docs/architecture.md).
 
 ``load_params("smoke")`` reads ``params/smoke.yaml``; ``load_params(path)`` reads any YAML file.
 Overrides are dotted keys (``{"train.epochs": 3}``) or keywords with ``__`` for the dot
-(``train__epochs=3``). Every key, type and range is checked before anything runs: an error names
+(``train__epochs=3``); both command lines read them as ``--set key=value`` through
+:func:`parse_overrides`. Every key, type and range is checked before anything runs: an error names
 the key and says what is allowed.
 
 ``resolve_run(cfg, "sgd_mix")`` flattens the preset into the :class:`RunConfig` of one training
@@ -35,7 +36,7 @@ def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, float | 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the datasets come from (PAPER.md section 3)."""
+    """Where the datasets come from (docs/method.md#data)."""
 
     root: str = "data"  # relative paths are resolved against the project root
     voc_source: Literal["synthetic", "voc2012"] = "synthetic"
@@ -58,7 +59,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """PSPNet options (PAPER.md section 1)."""
+    """PSPNet options (docs/method.md#model)."""
 
     weights: str | None = None  # "imagenet", None (random init) or a path to a state dict
     freeze_backbone: bool = False
@@ -68,7 +69,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Affine/blur preset and Mixup/CutMix (PAPER.md section 4)."""
+    """Affine/blur preset and Mixup/CutMix (docs/method.md#augmentation)."""
 
     normalize: Literal["imagenet", "paper"] = "imagenet"
     hflip: float = field(default=0.5, metadata=_rng(0.0, 1.0))
@@ -81,7 +82,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class SGDConfig:
-    """SGD with poly decay (PAPER.md section 5)."""
+    """SGD with poly decay (docs/method.md#optimizers)."""
 
     lr: float = field(default=0.01, metadata=_rng(1e-8, 10.0))
     momentum: float = field(default=0.0, metadata=_rng(0.0, 0.999))  # the paper's code has none
@@ -92,7 +93,7 @@ class SGDConfig:
 
 @dataclass(frozen=True)
 class AdamConfig:
-    """Adam (PAPER.md section 5)."""
+    """Adam (docs/method.md#optimizers)."""
 
     lr: float = field(default=0.01, metadata=_rng(1e-8, 10.0))
     beta1: float = field(default=0.9, metadata=_rng(0.0, 0.9999))
@@ -102,7 +103,7 @@ class AdamConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Epochs, batch and input sizes (PAPER.md section 3: 473x473)."""
+    """Epochs, batch and input sizes (docs/method.md#data: 473x473)."""
 
     epochs: int = field(default=30, metadata=_rng(1, 10000))
     batch_size: int = field(default=8, metadata=_rng(1, 4096))
@@ -114,11 +115,12 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One named training run of the study."""
+    """One named training run of the study; ``regime`` is the augmentation regime (the
+    ``augment:`` section of the preset says how ``affine`` and ``mix`` are drawn)."""
 
     task: Literal["voc", "leaf"] = "voc"
     optimizer: Literal["sgd", "adam"] = "sgd"
-    augment: Literal["none", "affine", "mix"] = "affine"
+    regime: Literal["none", "affine", "mix"] = "affine"
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ class StudyConfig:
 class RunConfig:
     """Everything one training run needs, flattened from a :class:`StudyConfig`.
 
+    ``regime`` is the run's augmentation regime, ``augment`` the preset's augmentation section.
     ``run_hash`` hashes all of it except the fields in ``NOT_HASHED``.
     """
 
@@ -176,8 +179,7 @@ class RunConfig:
     run: str
     task: Literal["voc", "leaf"]
     optimizer: Literal["sgd", "adam"]
-    augment: Literal["none", "affine", "mix"]
-    num_classes: int
+    regime: Literal["none", "affine", "mix"]
     epochs: int
     batch_size: int
     eval_batch_size: int
@@ -189,11 +191,16 @@ class RunConfig:
     quiet: bool
     data: DataConfig
     model: ModelConfig
-    augmentation: AugmentConfig
+    augment: AugmentConfig
     optim: SGDConfig | AdamConfig
     runs_dir: str
 
     NOT_HASHED: typing.ClassVar[tuple[str, ...]] = ("preset", "device", "quiet", "runs_dir")
+
+    @property
+    def num_classes(self) -> int:
+        """Output maps: 1 (the analog leaf output) for leaf runs, else ``data.num_classes``."""
+        return 1 if self.task == "leaf" else self.data.num_classes
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
@@ -232,12 +239,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"{key}: {value!r} is not allowed; use {_type_name(tp)}")
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for option in typing.get_args(tp):
             try:
                 return _coerce(value, option, key)
-            except ParamsError as err:
-                errors.append(str(err))
+            except ParamsError:
+                pass
         raise ParamsError(f"{key}: {value!r} has the wrong type; expected {_type_name(tp)}")
     if tp is type(None):
         if value is not None:
@@ -342,6 +348,24 @@ def _apply_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.epochs=2", "sgd.lr=0.5"]`` -> ``{"train.epochs": 2, "sgd.lr": 0.5}``.
+
+    The one override syntax of both command lines (``--set key=value``): the key is dotted, the
+    value is read as YAML (``2`` int, ``0.5`` float, ``true`` bool, ``null``, ``[0, 1]`` list).
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ParamsError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
+    return out
+
+
 def load_params(
     name_or_path: str | Path = "smoke",
     overrides: dict[str, Any] | None = None,
@@ -382,8 +406,7 @@ def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
         run=run,
         task=spec.task,
         optimizer=spec.optimizer,
-        augment=spec.augment,
-        num_classes=1 if leaf else cfg.data.num_classes,
+        regime=spec.regime,
         epochs=cfg.train.leaf_epochs if leaf else cfg.train.epochs,
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
@@ -395,7 +418,7 @@ def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
         quiet=cfg.quiet,
         data=cfg.data,
         model=cfg.model,
-        augmentation=cfg.augment,
+        augment=cfg.augment,
         optim=cfg.sgd if spec.optimizer == "sgd" else cfg.adam,
         runs_dir=cfg.runs_dir,
     )
@@ -425,9 +448,8 @@ def hashed_fields(run_cfg: RunConfig) -> dict[str, Any]:
     other = "leaf" if run_cfg.task == "voc" else "voc"
     drop = set(_NOT_TRAINING["data"]) | set(_TASK_DATA_KEYS[other])
     plain["data"] = {k: v for k, v in plain["data"].items() if k not in drop}
-    if run_cfg.augment != "mix":
-        plain["augmentation"] = {k: v for k, v in plain["augmentation"].items()
-                                 if k != "cutmix_prob"}
+    if run_cfg.regime != "mix":
+        plain["augment"] = {k: v for k, v in plain["augment"].items() if k != "cutmix_prob"}
     plain["recipe_version"] = RECIPE_VERSION
     return plain
 

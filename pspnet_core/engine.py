@@ -1,15 +1,18 @@
-"""Training and evaluation: the paper's recipes (PAPER.md sections 2-5) as plain functions.
+"""Training: the paper's recipes (docs/method.md#loss to #optimizers) as plain functions.
 
 ``fit(run_cfg)`` trains one run into the run store (``runs.py``), resuming from the last completed
-epoch when a checkpoint exists. The pieces, torchvision-reference style:
+epoch when a checkpoint exists; ``get_run(cfg, "sgd_mix")`` returns a finished run as it is,
+resumes an interrupted one and trains an absent one. Using a trained run (prediction, per-image
+losses, galleries) is ``analysis.py``'s. The pieces, torchvision-reference style:
 
 - ``build_optimizer``: SGD (lr, momentum, weight decay) or Adam (lr, betas, weight decay) over the
   *trainable* parameters only (a frozen backbone is not handed to the optimizer).
 - ``build_scheduler``: a ``LambdaLR``; SGD uses poly decay ``(1 - t/T) ** power`` stepped per
   epoch (the paper) or per iteration (``sgd.poly_step: iter``); Adam keeps a constant lr.
-- ``train_one_epoch``: augment ``none``/``affine`` come from the dataset; ``mix`` additionally
+- ``train_one_epoch``: regimes ``none``/``affine`` come from the dataset; ``mix`` additionally
   applies Mixup or CutMix per batch (``mixing.mix_batch``) with a ``torch.Generator`` seeded from
   ``(seed, epoch, tag, rank)``, so a resumed run draws exactly what an uninterrupted one would.
+  The objective is ``losses.total_loss`` (main + aux_weight * aux, docs/method.md#loss).
 - ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
   accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
 
@@ -24,7 +27,8 @@ means (what the galleries rank). With similar object sizes per image the two agr
 are not the same average when images have very different numbers of valid pixels.
 
 Determinism: every epoch reseeds python/numpy/torch and builds its loaders from
-``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint. On CPU the same
+``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint, so no global
+RNG state needs saving. On CPU the same
 seed gives the same history, and a killed-and-resumed run ends bit-identical to an
 uninterrupted one (``tests/test_runs.py``).
 
@@ -51,9 +55,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
+from pspnet_core import data
+from pspnet_core import model as model_lib
 from pspnet_core import runs as store
-from pspnet_core.config import AdamConfig, RunConfig, SGDConfig
+from pspnet_core.config import AdamConfig, RunConfig, SGDConfig, StudyConfig, resolve_run
+from pspnet_core.data.loading import make_loader
+from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
+from pspnet_core.mixing import mix_batch
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 
@@ -146,7 +155,7 @@ def all_reduce_sum(t: Tensor) -> Tensor:
 
 
 def build_optimizer(model: nn.Module, run_cfg: RunConfig) -> torch.optim.Optimizer:
-    """SGD or Adam over the trainable parameters only (PAPER.md section 5)."""
+    """SGD or Adam over the trainable parameters only (docs/method.md#optimizers)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -179,18 +188,6 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), per_iter
 
 
-def _losses(outputs, target, aux_weight: float) -> tuple[Tensor, Tensor]:
-    """(main criterion, total = main + aux_weight * aux), computed in fp32."""
-    from pspnet_core.losses import segmentation_loss
-
-    main, aux = outputs
-    main_loss = segmentation_loss(main.float(), target)
-    total = main_loss
-    if aux is not None and aux_weight > 0:
-        total = main_loss + aux_weight * segmentation_loss(aux.float(), target)
-    return main_loss, total
-
-
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -208,8 +205,6 @@ def train_one_epoch(
     ``mix_generator`` set -> Mixup/CutMix per batch. Returns ``train_loss`` (main head) and
     ``train_total_loss`` (main + aux), means over steps (and ranks).
     """
-    from pspnet_core.mixing import mix_batch
-
     model.train()
     rank, world = dist_info()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # main, total, steps
@@ -217,7 +212,7 @@ def train_one_epoch(
     for step, (images, target) in enumerate(bar, start=1):
         if mix_generator is not None:
             images, target, _ = mix_batch(
-                images, target, mix_generator, cutmix_prob=run_cfg.augmentation.cutmix_prob
+                images, target, mix_generator, cutmix_prob=run_cfg.augment.cutmix_prob
             )
         images = images.to(device, non_blocking=True)
         if run_cfg.channels_last:
@@ -225,7 +220,7 @@ def train_one_epoch(
         target = to_device(target, device)
         with autocast(device, run_cfg.precision):
             outputs = model(images, with_aux=True)
-        main_loss, total = _losses(outputs, target, run_cfg.model.aux_weight)
+        main_loss, total = main_and_total(outputs, target, run_cfg.model.aux_weight)
         bad = torch.tensor(float(not torch.isfinite(total)), device=device)
         if all_reduce_sum(bad) > 0:
             raise NonFiniteLossError(
@@ -263,8 +258,6 @@ def evaluate(
 
     VOC: ``loss, miou, pixel_acc``; leaf: ``loss, dice, iou, pixel_acc``.
     """
-    from pspnet_core.losses import segmentation_loss
-
     model.eval()
     rank, _ = dist_info()
     metrics = SegMetrics(run_cfg.num_classes, device=device)
@@ -301,43 +294,21 @@ def _history_row(epoch, train, heldout, task, lr, seconds) -> dict[str, Any]:
     return row
 
 
-def _rng_states() -> dict[str, Any]:
-    states = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        for i, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(state, i)  # a machine with fewer GPUs restores fewer
-
-
 def fit(
     run_cfg: RunConfig,
     *,
     device: str | torch.device | None = None,
     quiet: bool | None = None,
     stop_after_epoch: int | None = None,
+    build_model: Callable[..., nn.Module] = model_lib.build_model,
 ) -> pd.DataFrame:
     """Train ``run_cfg`` into its run folder; returns the history (all completed epochs).
 
     Finished runs return their history at once; interrupted runs resume from the checkpoint.
     ``stop_after_epoch`` (or env ``PSPNET_STOP_AFTER_EPOCH``) returns early after that epoch's
-    checkpoint, leaving the run partial (used by the resume tests).
+    checkpoint, leaving the run partial (used by the resume tests). ``build_model(model_cfg,
+    num_classes)`` makes the network (tests pass a tiny one).
     """
-    from pspnet_core import data
-    from pspnet_core.data.loading import make_loader
-    from pspnet_core.model import build_model
-
     run = store.open_run(run_cfg)
     if run.done:
         return run.history
@@ -350,15 +321,13 @@ def fit(
     try:
         lock = store.run_lock(run) if rank == 0 else contextlib.nullcontext()
         with lock:
-            return _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world,
-                        data, make_loader, build_model)
+            return _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model)
     finally:
         if started_dist:
             dist.destroy_process_group()
 
 
-def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_loader,
-         build_model) -> pd.DataFrame:
+def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model) -> pd.DataFrame:
     if run_cfg.batch_size % world:
         raise ValueError(
             f"train.batch_size {run_cfg.batch_size} is the global batch and must be divisible "
@@ -393,7 +362,6 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
                 f"would change; resume it with {saved_world}, or delete the folder to retrain"
             )
         start, history = int(state["epoch"]), list(state["history"])
-        _set_rng_states(state["rng"])  # kept for completeness; each epoch reseeds below
     if rank == 0:
         store.start_run(run, device, world)
         if start and not quiet:
@@ -429,7 +397,7 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
         loader = make_loader(train_ds, batch, train=True, seed=loader_seed,
                              num_workers=run_cfg.data.num_workers, sampler=sampler)
         mix_gen = None
-        if run_cfg.augment == "mix":
+        if run_cfg.regime == "mix":
             mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, 2, rank))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(
@@ -448,7 +416,6 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
                 "scheduler": scheduler.state_dict(),
                 "epoch": epoch,
                 "history": history,
-                "rng": _rng_states(),
                 "run_hash": run.hash,
                 "world_size": world,
             }
@@ -470,57 +437,17 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, data, make_
     return pd.DataFrame(history)
 
 
-# ---------------------------------------------------------------- using a trained run
+# ---------------------------------------------------------------- the run store's front door
 
 
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: Tensor, precision: str = "fp32", channels_last: bool = False
-) -> Tensor:
-    """Main-head logits ``(B, K, H, W)`` (float32, on the model's device) for ``images``
-    ``(B, 3, H, W)`` or one ``(3, H, W)``; the model is put in eval mode."""
-    model.eval()
-    device = next(model.parameters()).device
-    x = images.unsqueeze(0) if images.dim() == 3 else images
-    x = x.to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, precision):
-        main, _ = model(x, with_aux=False)
-    return main.float()
+def get_run(cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any) -> store.Run:
+    """Run ``run`` of preset ``cfg``: loaded if done, resumed if interrupted, trained if absent.
 
-
-def per_image_losses(
-    run: store.Run, split: str, n: int, seed: int, device: str | torch.device = "auto",
-    batch_size: int | None = None,
-) -> pd.DataFrame:
-    """Main-head loss of ``n`` randomly chosen images (seeded; ``n`` capped at the dataset size)
-    of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``).
-
-    Returns ``DataFrame[index, id, loss]`` in dataset-index order; ``index`` indexes the
-    evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``).
+    With ``train=False`` nothing is trained: the run is returned in whatever state it is
+    (check ``run.status``). ``fit_kwargs`` go to :func:`fit`.
     """
-    from pspnet_core import data
-    from pspnet_core.losses import segmentation_loss
-
-    rc = run.run_cfg
-    ds = data.build_eval_dataset(rc, split)
-    k = min(int(n), len(ds))
-    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=k, replace=False))
-    dev = resolve_device(device)
-    model = run.load_model(dev)
-    loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
-                        shuffle=False, num_workers=0)
-    losses = []
-    for images, target in loader:
-        logits = predict(model, images, rc.precision, rc.channels_last)
-        losses.append(segmentation_loss(logits, target.to(dev), reduction="per_image").cpu())
-    loss = torch.cat(losses).double().numpy() if losses else np.zeros(0)
-    ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
-    return pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
-
-
-def history_equal(a: pd.DataFrame, b: pd.DataFrame, ignore=("seconds",)) -> bool:
-    """Histories equal in every column but timing (exact float equality)."""
-    cols = [c for c in a.columns if c not in ignore]
-    return list(a.columns) == list(b.columns) and a[cols].equals(b[cols])
+    r = store.open_run(resolve_run(cfg, run))
+    if r.done or not train:
+        return r
+    fit(r.run_cfg, **fit_kwargs)
+    return r

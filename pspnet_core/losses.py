@@ -1,4 +1,4 @@
-"""Segmentation losses (PAPER.md section 2, eqs. 1-3).
+"""Segmentation losses (docs/method.md#loss, eqs. 1-3).
 
 Cross-entropy over a softmax of K class maps against one-hot targets q (eq. 3):
 ``E = -sum_X sum_k q_k(X) log p_k(X)``. A Mixup/CutMix target is the blend
@@ -7,7 +7,7 @@ Cross-entropy over a softmax of K class maps against one-hot targets q (eq. 3):
     E(blend) = lam * CE(a) + (1 - lam) * CE(b)        per pixel,
 
 which is what :func:`segmentation_loss` computes from ``MixedTarget(labels_a, labels_b, lam)``
-without ever building a K x H x W target (DESIGN.md, "Mixed targets stay small").
+without ever building a K x H x W target (the blend stays two label maps and a weight).
 
 Ignore pixels (label 255, VOC object borders) have an all-zero one-hot vector: they add nothing
 to E and nothing to the target mass. ``reduction="mean"`` divides the summed loss by the total
@@ -27,6 +27,8 @@ from typing import Literal, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from pspnet_core.metrics import IGNORE_INDEX
 
 Reduction = Literal["mean", "per_image", "none"]
 
@@ -66,7 +68,7 @@ def _nll(logp: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tenso
 
 
 def cross_entropy(
-    logits: Tensor, target: Target, ignore_index: int = 255, reduction: Reduction = "mean"
+    logits: Tensor, target: Target, ignore_index: int = IGNORE_INDEX, reduction: Reduction = "mean"
 ) -> Tensor:
     """Eq. (3) for K > 1 on a hard label map (B, H, W) or a :class:`MixedTarget`."""
     logp = F.log_softmax(logits.float(), dim=1)  # (B, K, H, W), eq. (1) in log space
@@ -81,7 +83,7 @@ def cross_entropy(
 
 
 def binary_cross_entropy(
-    logits: Tensor, target: Tensor, ignore_index: int = 255, reduction: Reduction = "mean"
+    logits: Tensor, target: Tensor, ignore_index: int = IGNORE_INDEX, reduction: Reduction = "mean"
 ) -> Tensor:
     """One analog output (K = 1): BCE with logits against a soft target (B, H, W) in [0, 1].
 
@@ -100,7 +102,7 @@ def binary_cross_entropy(
 
 
 def segmentation_loss(
-    logits: Tensor, target: Target, ignore_index: int = 255, reduction: Reduction = "mean"
+    logits: Tensor, target: Target, ignore_index: int = IGNORE_INDEX, reduction: Reduction = "mean"
 ) -> Tensor:
     """Cross-entropy for K > 1 (hard or mixed target), BCE-with-logits for K = 1."""
     if logits.ndim != 4:
@@ -119,10 +121,23 @@ def segmentation_loss(
 def total_loss(
     outputs: tuple[Tensor, Tensor | None], target: Target, aux_weight: float = 0.4
 ) -> Tensor:
-    """``criterion(main) + aux_weight * criterion(aux)`` (PAPER.md section 2; 0.4 as the
-    official PSPNet code). When aux is None (skipped) the loss is the main loss alone."""
+    """``criterion(main) + aux_weight * criterion(aux)`` (docs/method.md#loss; 0.4 as the
+    official PSPNet code). When aux is None (skipped) the loss is the main loss alone.
+
+    Both criteria are computed in float32 (``segmentation_loss`` casts the logits), also under
+    bf16 autocast. Training logs the main criterion separately: see :func:`main_and_total`.
+    """
+    return main_and_total(outputs, target, aux_weight)[1]
+
+
+def main_and_total(
+    outputs: tuple[Tensor, Tensor | None], target: Target, aux_weight: float = 0.4
+) -> tuple[Tensor, Tensor]:
+    """(main criterion, :func:`total_loss`): the first is what the learning curves plot, the
+    second what is optimized."""
     main, aux = outputs
-    loss = segmentation_loss(main, target)
+    main_loss = segmentation_loss(main, target)
+    total = main_loss
     if aux is not None and aux_weight != 0:
-        loss = loss + aux_weight * segmentation_loss(aux, target)
-    return loss
+        total = main_loss + aux_weight * segmentation_loss(aux, target)
+    return main_loss, total

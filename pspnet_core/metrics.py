@@ -1,4 +1,4 @@
-"""Segmentation metrics from an accumulated confusion matrix (PAPER.md section 6).
+"""Segmentation metrics from an accumulated confusion matrix (docs/method.md#metrics).
 
 Everything is computed from one integer confusion matrix ``cm[target, prediction]`` summed over
 the whole held-out set (not averaged per batch), so the numbers do not depend on the batch size
@@ -10,14 +10,21 @@ and can be summed across DDP ranks with a single ``all_reduce``.
 - Leaf (K = 1): prediction = sigmoid(logit) > 0.5 (i.e. logit > 0), label = target > 0.5; a 2x2
   confusion matrix gives Dice = 2TP / (2TP + FP + FN) and IoU = TP / (TP + FP + FN) of the
   disease class (1.0 when both prediction and label are empty everywhere).
+
+Measurements the analysis and the claims use live here too, so that every count has one
+definition: :func:`scene_complexity` of a label map and :func:`leaf_pixel_stats` of analog
+leaf outputs (both in numpy; Dice/IoU there come from the same :func:`dice_from_counts`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import Tensor
 
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # VOC's object-border label: skipped by losses and metrics (docs/method.md#loss)
 
 
 def confusion_matrix(
@@ -83,18 +90,26 @@ def binary_confusion(
     return confusion_matrix(pred.long(), label.long(), num_classes=2, ignore_index=-1)
 
 
-def dice(cm2: Tensor) -> float:
-    """Dice of class 1 from a 2x2 confusion matrix (1.0 when both sides are empty)."""
-    tp, fp, fn = float(cm2[1, 1]), float(cm2[0, 1]), float(cm2[1, 0])
+def dice_from_counts(tp: float, fp: float, fn: float) -> float:
+    """2TP / (2TP + FP + FN); 1.0 when prediction and label are both empty."""
     denom = 2 * tp + fp + fn
     return 2 * tp / denom if denom > 0 else 1.0
 
 
-def binary_iou(cm2: Tensor) -> float:
-    """IoU (Jaccard) of class 1 from a 2x2 confusion matrix (1.0 when both sides are empty)."""
-    tp, fp, fn = float(cm2[1, 1]), float(cm2[0, 1]), float(cm2[1, 0])
+def iou_from_counts(tp: float, fp: float, fn: float) -> float:
+    """TP / (TP + FP + FN); 1.0 when prediction and label are both empty."""
     denom = tp + fp + fn
     return tp / denom if denom > 0 else 1.0
+
+
+def dice(cm2: Tensor) -> float:
+    """Dice of class 1 from a 2x2 confusion matrix (1.0 when both sides are empty)."""
+    return dice_from_counts(float(cm2[1, 1]), float(cm2[0, 1]), float(cm2[1, 0]))
+
+
+def binary_iou(cm2: Tensor) -> float:
+    """IoU (Jaccard) of class 1 from a 2x2 confusion matrix (1.0 when both sides are empty)."""
+    return iou_from_counts(float(cm2[1, 1]), float(cm2[0, 1]), float(cm2[1, 0]))
 
 
 class SegMetrics:
@@ -130,3 +145,68 @@ class SegMetrics:
 
     def per_class_iou(self) -> Tensor:
         return per_class_iou(self.cm.cpu())
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
+    """How complex a VOC label map is: classes present, foreground share, boundary share.
+
+    ``boundary_fraction`` counts pixels that are ignore borders (255) or differ from their
+    right / lower neighbour; ``complexity`` = boundary_fraction (small simple regions have few
+    boundary pixels, cluttered scenes many). Add these as columns to the gallery frames.
+    """
+    lab = label.detach().cpu().numpy() if hasattr(label, "detach") else np.asarray(label)
+    valid = lab != ignore_index
+    classes = np.unique(lab[valid])
+    fg = float(((lab != 0) & valid).sum() / max(valid.sum(), 1))
+    edge = np.zeros(lab.shape, dtype=bool)
+    edge[:, :-1] |= lab[:, 1:] != lab[:, :-1]
+    edge[:-1, :] |= lab[1:, :] != lab[:-1, :]
+    edge |= ~valid
+    bf = float(edge.mean())
+    return {
+        "n_classes": int(len(classes)),
+        "foreground_fraction": fg,
+        "boundary_fraction": bf,
+        "complexity": bf,
+    }
+
+
+def leaf_pixel_stats(
+    probabilities: Any, masks: Any, threshold: float = 0.5, high_p: float = 0.8
+) -> dict[str, float]:
+    """Pixel statistics of analog leaf outputs against the masks, pooled over images.
+
+    ``probabilities`` float in [0,1] and ``masks`` {0,1}, same shape ((N,)H,W). Returns dice,
+    iou, outside_fraction (predicted-disease pixels outside the mask / predicted), missed_fraction
+    (mask pixels predicted healthy / mask pixels), precision_mid / precision_high (share of mask
+    pixels among pixels with threshold <= p < high_p / p >= high_p; NaN when empty), their pixel
+    counts n_mid / n_high, and the threshold.
+    """
+
+    def arr(x: Any) -> np.ndarray:
+        return x.detach().float().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+    p = arr(probabilities).astype(np.float64).ravel()
+    m = arr(masks).astype(np.float64).ravel() > 0.5
+    if p.shape != m.shape:
+        raise ValueError(f"probabilities {p.shape} and masks {m.shape} differ in size")
+    pred = p >= threshold
+    tp = float((pred & m).sum())
+    fp = float((pred & ~m).sum())
+    fn = float((~pred & m).sum())
+    mid = (p >= threshold) & (p < high_p)
+    high = p >= high_p
+    return {
+        "threshold": float(threshold),
+        "dice": dice_from_counts(tp, fp, fn),
+        "iou": iou_from_counts(tp, fp, fn),
+        "outside_fraction": fp / (tp + fp) if tp + fp else 0.0,
+        "missed_fraction": fn / (tp + fn) if tp + fn else 0.0,
+        "precision_mid": float(m[mid].mean()) if mid.any() else float("nan"),
+        "precision_high": float(m[high].mean()) if high.any() else float("nan"),
+        "n_mid": float(mid.sum()),
+        "n_high": float(high.sum()),
+    }

@@ -1,4 +1,4 @@
-"""Mixup and CutMix on a batch (PAPER.md section 4, eqs. 4-5).
+"""Mixup and CutMix on a batch (docs/method.md#augmentation, eqs. 4-5).
 
 Both pair sample i with sample ``perm[i]`` of a random permutation and return the mixed images
 and a target that weights sample i's labels by ``lam``:

@@ -1,4 +1,4 @@
-"""PSPNet with a dilated ResNet50 backbone (PAPER.md section 1, paper Fig. 1).
+"""PSPNet with a dilated ResNet50 backbone (docs/method.md#model, paper Fig. 1).
 
     image (B, 3, H, W)
       -> stem        3x3 conv-BN-ReLU x3 (3->64 s2, 64->64, 64->128) + 3x3 max-pool s2
@@ -7,7 +7,7 @@
       -> head        3x3 4096->512, BN, ReLU, Dropout2d, 1x1 512->K      -> main (B, K, H, W)
       layer3 -> aux_head 3x3 1024->256, BN, ReLU, Dropout2d, 1x1 256->K  -> aux  (B, K, H, W)
 
-Choices the paper leaves open (PAPER.md section 1, brackets), made as the public PSPNet code does:
+Choices the paper leaves open (docs/method.md#model, brackets), made as the public PSPNet code does:
 
 - The 1x1 pyramid bin has no BatchNorm: its conv has a bias instead. A 1x1 pooled map holds a
   single value per channel when the batch size is 1, and ``BatchNorm2d`` refuses to train on that
@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from pspnet_core.config import ModelConfig
+from pspnet_core.paths import resolve
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4", "ppm", "head", "aux_head")
 PPM_BINS = (1, 2, 3, 6)
@@ -56,7 +57,7 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Se
 
 
 class PyramidPooling(nn.Module):
-    """Pyramid pooling module (PAPER.md section 1): 2048 -> 2048 + 4 x 512 = 4096 channels."""
+    """Pyramid pooling module (docs/method.md#model): 2048 -> 2048 + 4 x 512 = 4096 channels."""
 
     def __init__(self, in_channels: int = 2048, bins: tuple[int, ...] = PPM_BINS, out: int = 512):
         super().__init__()
@@ -80,7 +81,7 @@ class PyramidPooling(nn.Module):
 
 
 def seg_head(cin: int, mid: int, num_classes: int, dropout: float) -> nn.Sequential:
-    """Decoder (PAPER.md section 1): 3x3 cin->mid, BN, ReLU, Dropout2d, 1x1 mid->K."""
+    """Decoder (docs/method.md#model): 3x3 cin->mid, BN, ReLU, Dropout2d, 1x1 mid->K."""
     return nn.Sequential(
         *conv_bn_relu(cin, mid, kernel=3),
         nn.Dropout2d(dropout),
@@ -89,7 +90,7 @@ def seg_head(cin: int, mid: int, num_classes: int, dropout: float) -> nn.Sequent
 
 
 class PSPNet(nn.Module):
-    """PSPNet (PAPER.md section 1). ``forward`` returns ``(main, aux)`` logits at input size."""
+    """PSPNet (docs/method.md#model). ``forward`` returns ``(main, aux)`` logits at input size."""
 
     def __init__(
         self,
@@ -189,7 +190,7 @@ def replaced_convs(model: PSPNet) -> list[nn.Module]:
 
 
 def freeze_backbone_(model: PSPNet) -> None:
-    """Freeze layer1..layer4 except the replaced convs (PAPER.md section 1: transfer learning)."""
+    """Freeze layer1..layer4 except the replaced convs (docs/method.md#model: transfer learning)."""
     for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
         layer.requires_grad_(False)
     for conv in replaced_convs(model):
@@ -267,8 +268,6 @@ def load_weights(model: PSPNet, weights: str | os.PathLike) -> dict[str, Any]:
 def build_model(model_cfg: ModelConfig, num_classes: int) -> PSPNet:
     """PSPNet from the preset's ``model`` section; a relative weights path hangs from the
     project root (``paths.resolve``)."""
-    from pspnet_core.paths import resolve
-
     weights = model_cfg.weights
     if weights is not None and weights != "imagenet":
         weights = str(resolve(weights))

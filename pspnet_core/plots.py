@@ -1,4 +1,4 @@
-"""Every figure of the study (PAPER.md section 6) as a plain drawing function.
+"""Every figure of the study (docs/method.md#figures) as a plain drawing function.
 
 The functions take arrays / DataFrames that the notebooks already computed (no training, no
 model calls here) and return a :class:`matplotlib.figure.Figure`. Figures are built with
@@ -10,12 +10,11 @@ never imported. Save it with :func:`save_figure`.
 
 Arrays may be numpy arrays or CPU/GPU torch tensors (converted with ``.detach().cpu()``).
 
-API (figure numbers as in PAPER.md section 6)::
+API (figure numbers as in docs/method.md#figures)::
 
     save_figure(fig, figures_dir, name, dpi=120, formats=("png", "pdf")) -> list[Path]
         # atomic (temp file + os.replace); name "fig05_learning_curves_sgd" -> .png and .pdf
-    voc_palette() -> uint8 (256, 3)          # VOC palette; 255 -> (224, 224, 192)
-    colorize(labels, colormap=None) -> uint8 (..., 3)
+    colorize(labels, colormap=None) -> uint8 (..., 3)   # default: data.voc.voc_colormap()
     color_for(label) -> str                  # "none" green, "affine" blue, "mix" red
 
     architecture_diagram(trace, param_rows, title=...) -> Figure               # fig01
@@ -25,7 +24,8 @@ API (figure numbers as in PAPER.md section 6)::
                     as the auxiliary branch from layer3.
     augmentation_grid(images, labels, colormap=None, title="", captions=None) -> Figure
         # figs 02-04: images uint8 (N,H,W,3), labels int (N,H,W); row (a) inputs, (b) labels
-    learning_curves(histories, colors=None, title="", metric="heldout_miou") -> Figure
+    learning_curves(histories, colors=None, title="", metric="heldout_miou",
+                    log_loss=True) -> Figure
         # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)}
     loss_gallery(images, labels, predictions, losses, ids, colormap=None, title="",
                  ncols=4) -> Figure
@@ -89,21 +89,13 @@ def _np(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def voc_palette() -> np.ndarray:
-    """The PASCAL VOC colormap, uint8 (256, 3) (:func:`pspnet_core.data.voc.voc_colormap`).
-
-    Index 255 (ignore / object border) is (224, 224, 192) as in VOC's own PNGs.
-    """
-    return voc_colormap()
-
-
 def colorize(labels: Any, colormap: Any = None) -> np.ndarray:
     """Label map(s) int (..., H, W) -> uint8 RGB (..., H, W, 3) through ``colormap`` (256, 3).
 
     Values outside 0..255 are clipped (so -1 shows as class 0); 255 uses the palette's 255
     colour (VOC: (224, 224, 192)).
     """
-    cmap = voc_palette() if colormap is None else _np(colormap).astype(np.uint8)
+    cmap = voc_colormap() if colormap is None else _np(colormap).astype(np.uint8)
     if cmap.shape != (256, 3):
         raise ValueError(f"colormap must have shape (256, 3), got {cmap.shape}")
     lab = _np(labels)

@@ -1,4 +1,4 @@
-"""The run store: ``runs/<run>-<hash>/``, one folder per training run (DESIGN.md, "idempotent").
+"""The run store: ``runs/<run>-<hash>/``, one folder per training run (docs/architecture.md).
 
 A run folder holds
 
@@ -12,9 +12,9 @@ Every file is written atomically (a temp file in the same folder, then ``os.repl
 checkpoint is written before ``history.csv``: a kill at any moment leaves the previous epoch's
 state whole, and the checkpoint (which carries the history) is the source of truth on resume.
 
-``get_run(cfg, "sgd_mix")`` returns a finished run without training, resumes an interrupted one
-from its last completed epoch, and trains an absent one. A ``.lock`` file held with ``flock``
-stops two processes from training the same run at once (the OS releases it if a process dies).
+This module only stores: ``engine.get_run`` / ``engine.fit`` train into it, ``analysis`` reads
+trained runs. A ``.lock`` file held with ``flock`` stops two processes from training the same run
+at once (the OS releases it if a process dies).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 import yaml
 
 from pspnet_core import paths
-from pspnet_core.atomic import atomic_path, atomic_write_text  # noqa: F401 (re-exported)
+from pspnet_core.atomic import atomic_path, atomic_write_text
 from pspnet_core.config import (
     ParamsError,
     RunConfig,
@@ -50,6 +50,7 @@ from pspnet_core.config import (
     resolve_run,
     run_hash,
 )
+from pspnet_core.model import build_model
 
 PARAMS_FILE = "params.yaml"
 HISTORY_FILE = "history.csv"
@@ -149,14 +150,12 @@ class Run:
         if not self.checkpoint_path.is_file():
             raise RunNotTrainedError(
                 f"run {self.name!r} has no checkpoint at {self.checkpoint_path}; "
-                "train it with get_run(cfg, run) or python -m pspnet_core.train"
+                "train it with engine.get_run(cfg, run) or python -m pspnet_core.train"
             )
         return torch.load(self.checkpoint_path, map_location=map_location, weights_only=False)
 
     def load_model(self, device: str | torch.device = "cpu"):
         """The trained PSPNet (last completed epoch) in eval mode on ``device``."""
-        from pspnet_core.model import build_model
-
         state = self.checkpoint(map_location="cpu")
         # the checkpoint holds every weight: do not fetch pretrained ones again
         model_cfg = dataclasses.replace(self.run_cfg.model, weights=None)
@@ -170,23 +169,6 @@ class Run:
 
 def open_run(run_cfg: RunConfig) -> Run:
     return Run(run_cfg=run_cfg, dir=run_dir(run_cfg))
-
-
-def get_run(
-    cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any
-) -> Run:
-    """Run ``run`` of preset ``cfg``: loaded if done, resumed if interrupted, trained if absent.
-
-    With ``train=False`` nothing is trained: the run is returned in whatever state it is
-    (check ``run.status``). ``fit_kwargs`` go to :func:`pspnet_core.engine.fit`.
-    """
-    r = open_run(resolve_run(cfg, run))
-    if r.done or not train:
-        return r
-    from pspnet_core import engine
-
-    engine.fit(r.run_cfg, **fit_kwargs)
-    return r
 
 
 def list_runs(cfg: StudyConfig) -> pd.DataFrame:

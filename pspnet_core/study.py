@@ -5,7 +5,7 @@ Command line::
     python -m pspnet_core.study --params smoke            # the README's first command
     python -m pspnet_core.study --params paper --only 03 --only 05
     python -m pspnet_core.study --params path/to/my.yaml --only 01,02 --kernel python3
-    python -m pspnet_core.study --params smoke --override train.epochs=2
+    python -m pspnet_core.study --params smoke --set train.epochs=2
 
 Executes every ``notebooks/NN_*.ipynb`` in filename order with papermill and an explicit
 kernel (default ``pspnet-study``, the kernel the README's setup registers; ``python3`` when that
@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pspnet_core.atomic import atomic_write_text
+from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
 
 DEFAULT_KERNEL = "pspnet-study"
@@ -158,8 +157,6 @@ def _preset(
 ) -> tuple[str, str, Path]:
     """(name, value for the notebooks' ``preset`` parameter, figures dir) of a preset with the
     notebooks' ``overrides`` applied (they may move ``figures_dir`` or rename the preset)."""
-    from pspnet_core.config import ParamsError, load_params
-
     raw = str(preset)
     is_path = Path(raw).suffix in (".yaml", ".yml") or os.sep in raw
     value = str(Path(raw).resolve()) if is_path else raw  # notebooks run in notebooks/
@@ -355,13 +352,6 @@ def run_study(
 # ---------------------------------------------------------------- command line
 
 
-def _parse_override(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--override {text!r}: expected KEY=VALUE")
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pspnet_core.study",
@@ -377,22 +367,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--kernel", default=DEFAULT_KERNEL, help="Jupyter kernel name")
     parser.add_argument(
+        "--set",
         "--override",
+        dest="set",
         action="append",
-        type=_parse_override,
         default=[],
         metavar="KEY=VALUE",
-        help="dotted preset override passed to every notebook, e.g. train.epochs=2",
+        help="override a parameter in every notebook: dotted key, YAML value (repeatable), "
+        "e.g. train.epochs=2 (the same syntax as pspnet_core.train)",
     )
     parser.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     args = parser.parse_args(argv)
     try:
+        overrides = parse_overrides(args.set)
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         result = run_study(
             args.params,
             only=args.only,
             kernel=args.kernel,
-            overrides=dict(args.override) or None,
+            overrides=overrides or None,
             export_html=not args.no_html,
             progress_bar=not args.no_progress,
             log=lambda s: print(s, flush=True),

@@ -20,33 +20,16 @@ import argparse
 import os
 import sys
 
-import yaml
+from pspnet_core import engine, runs
+from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
+from pspnet_core.data.loading import DataError, DatasetNotFoundError
+from pspnet_core.model import WeightsUnavailableError
 
-from pspnet_core.config import ParamsError, load_params, resolve_run
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message already says what is wrong and what to do: no traceback."""
-    from pspnet_core.data.loading import DataError, DatasetNotFoundError
-    from pspnet_core.engine import NonFiniteLossError
-    from pspnet_core.model import WeightsUnavailableError
-    from pspnet_core.runs import RunBusyError
-
-    return (ParamsError, DataError, DatasetNotFoundError, WeightsUnavailableError,
-            NonFiniteLossError, RunBusyError)
-
-
-def parse_sets(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ParamsError(f"--set expects key=value, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
-    return out
+# errors whose message already says what is wrong and what to do: printed without a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ParamsError, DataError, DatasetNotFoundError, WeightsUnavailableError,
+    engine.NonFiniteLossError, runs.RunBusyError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,18 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.run = [*args.run, *args.names]
-    overrides = parse_sets(args.set)
-    if args.device:
-        overrides["device"] = args.device
-    if args.quiet:
-        overrides["quiet"] = True
     try:
+        overrides = parse_overrides(args.set)
+        if args.device:
+            overrides["device"] = args.device
+        if args.quiet:
+            overrides["quiet"] = True
         cfg = load_params(args.params, overrides)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    from pspnet_core import runs
 
     if args.list:
         table = runs.list_runs(cfg)
@@ -100,15 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    USER_ERRORS = _user_errors()  # noqa: N806
     for name in names:
         r = runs.open_run(resolve_run(cfg, name))
         if r.done:
             if rank0:
                 print(f"{name}: done, {r.dir}")
             continue
-        from pspnet_core import engine
-
         try:
             engine.fit(r.run_cfg)
         except USER_ERRORS as err:  # a message that names the file/key and the remedy

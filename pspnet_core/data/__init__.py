@@ -1,4 +1,4 @@
-"""Datasets of the study (PAPER.md section 3): VOC2012 (or its generated stand-in) and the leaf
+"""Datasets of the study (docs/method.md#data): VOC2012 (or its generated stand-in) and the leaf
 disease set, read through Albumentations (``augment.py``) and loaded by seeded DataLoaders
 (``loading.py``).
 
@@ -21,7 +21,8 @@ from pspnet_core.data.loading import (
     make_loader,
 )
 from pspnet_core.data.synthetic import ensure_synthetic_leaf, ensure_synthetic_voc
-from pspnet_core.data.voc import IGNORE_INDEX, VOC_CLASSES, VOCDataset, voc_colormap, voc_datasets
+from pspnet_core.data.voc import VOC_CLASSES, VOCDataset, voc_colormap, voc_datasets
+from pspnet_core.metrics import IGNORE_INDEX
 
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "LeafDataset",
@@ -51,9 +52,9 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
     data = run_cfg.data
     leaf = run_cfg.task == "leaf"
     fill = 0 if leaf else IGNORE_INDEX
-    train_tf = build_transform(train_kind, run_cfg.image_size, run_cfg.augmentation, fill,
+    train_tf = build_transform(train_kind, run_cfg.image_size, run_cfg.augment, fill,
                                seed=run_cfg.seed)
-    eval_tf = build_transform("none", run_cfg.image_size, run_cfg.augmentation, fill)
+    eval_tf = build_transform("none", run_cfg.image_size, run_cfg.augment, fill)
     root = dataset_root(data, run_cfg.task)
     if leaf:
         return leaf_datasets(root, data.leaf_heldout_fraction, data.split_seed, train_tf, eval_tf)
@@ -64,7 +65,7 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
 def build_datasets(run_cfg: RunConfig) -> tuple[PairedDataset, PairedDataset]:
     """(train, held-out): train augmented with the ``affine`` preset (also under ``mix``, which
     mixes batches on top) or ``none``; held-out always the deterministic ``none`` path."""
-    return _datasets(run_cfg, "none" if run_cfg.augment == "none" else "affine")
+    return _datasets(run_cfg, "none" if run_cfg.regime == "none" else "affine")
 
 
 def build_eval_dataset(

@@ -1,5 +1,5 @@
-"""Albumentations 2.x pipelines (PAPER.md section 4): the deterministic ``none`` path and the
-paper's ``affine`` preset, both ending in normalize + to-tensor with the mask aligned.
+"""Albumentations 2.x pipelines (docs/method.md#augmentation): the deterministic ``none`` path
+and the ``affine`` preset, both ending in normalize + to-tensor with the mask aligned.
 
 Both pipelines start by resizing the longest side to the input size, so the random scale
 0.5-2.0 acts on a picture already at the network's scale whatever the source resolution

@@ -1,4 +1,4 @@
-"""Kaggle "Leaf disease segmentation dataset" layout (PAPER.md section 3):
+"""Kaggle "Leaf disease segmentation dataset" layout (docs/method.md#data):
 ``images/<stem>.jpg`` with ``masks/<stem>.png``; a mask pixel > 0 is disease.
 
 Masks come as palette 0/1 (original set), grayscale 0/38 (augmented copy) or 0/255; the target

@@ -21,6 +21,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pspnet_core.metrics import IGNORE_INDEX
+
 
 class DataError(ValueError):
     """A dataset file is unreadable or inconsistent; the message names the file(s)."""
@@ -99,7 +101,9 @@ def check_pair(image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: 
         )
 
 
-def check_labels(mask: np.ndarray, num_classes: int, mask_path: Any, ignore_index: int = 255):
+def check_labels(
+    mask: np.ndarray, num_classes: int, mask_path: Any, ignore_index: int = IGNORE_INDEX
+):
     """Mask values must be 0..num_classes-1 or ``ignore_index``."""
     if mask.size == 0:
         return

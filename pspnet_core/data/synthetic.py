@@ -1,4 +1,4 @@
-"""The embedded default (DESIGN.md, "The embedded default is real files"): small generated
+"""The embedded default: small generated
 datasets written in the real on-disk layouts, so the VOC and leaf readers load them unchanged.
 
 * VOC-style: ``VOCdevkit/VOC2012/{JPEGImages/*.jpg, SegmentationClass/*.png,

@@ -1,4 +1,4 @@
-"""PASCAL VOC2012 segmentation (PAPER.md section 3) on ``torchvision.datasets.VOCSegmentation``.
+"""PASCAL VOC2012 segmentation (docs/method.md#data) on ``torchvision.datasets.VOCSegmentation``.
 
 torchvision finds (or downloads) the tree and the id lists; images and palette masks are then
 read here and go through Albumentations together. A palette PNG's index values are the class
@@ -21,8 +21,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )  # fmt: skip
-
-IGNORE_INDEX = 255
 
 VOC_LAYOUT = """\
   <root>/VOCdevkit/VOC2012/
