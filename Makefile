@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PRESET ?= smoke
 KERNEL := pspnet-study
 
-.PHONY: env study test lint bench clean-generated
+.PHONY: env browser-deps study test test-fast lint bench clean-generated
 
 env: $(VENV)/.installed
 
@@ -23,10 +23,28 @@ $(VENV)/.installed: pyproject.toml
 study: env
 	$(PY) -m pspnet_core.study --params $(PRESET)
 
-test: env
+test: env browser-deps
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+
+# The edit loop: unit tests only (no training, no subprocesses, no notebooks: the tests marked
+# `slow` are left out); `make test` still runs everything.
+test-fast: env
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" tests
+
+# Debian's chromium + chromedriver for tests/test_browser.py (JupyterLab in a real browser);
+# installed once when missing and apt-get can run (root: CI, the dev containers). Without them
+# that test skips and says why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium + chromium-driver (apt-get) for tests/test_browser.py"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver; } >/dev/null 2>&1 \
+	  || echo "apt-get could not install chromium: tests/test_browser.py will skip"; \
+	else echo "no chromium and no root apt-get: tests/test_browser.py will skip"; fi
 
 bench: env
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -5,7 +5,11 @@ Each configuration runs in its own subprocess so that its peak memory is its own
 ``peak RSS`` is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that process (the high-water
 mark of resident memory: Python, torch, model, optimizer and the step's activations), and
 ``step peak - model`` subtracts the RSS measured after building the model and optimizer, i.e.
-roughly what the training step itself needs. Prints a markdown table; never asserts on time.
+roughly what the training step itself needs. The step's FLOPs are counted once with
+``torch.utils.flop_counter.FlopCounterMode``; ``% peak`` is the step's achieved FLOP rate over the
+machine's own square-matmul peak in the same precision (``bench/machine.py``), measured in the
+same run, so that numbers from different CPUs compare. Prints a markdown table; never asserts
+on time.
 
     .venv/bin/python bench/train_step.py [--steps 3] [--batch 8] [--sizes 97 193]
 """
@@ -23,6 +27,8 @@ import warnings
 from contextlib import nullcontext
 
 import torch
+from machine import describe, matmul_peak
+from torch.utils.flop_counter import FlopCounterMode
 
 MODES = ("fp32", "bf16", "channels_last")
 
@@ -57,6 +63,9 @@ def one_config(mode: str, size: int, batch: int, steps: int) -> dict:
         opt.step()
 
     step()  # warm-up (allocator, oneDNN primitive cache)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -69,6 +78,7 @@ def one_config(mode: str, size: int, batch: int, steps: int) -> dict:
         "img_s": batch / dt,
         "peak_mib": rss_mib(),
         "model_mib": base,
+        "gflop_s": flops / dt / 1e9,
     }
 
 
@@ -83,13 +93,16 @@ def main() -> None:
         print(json.dumps(one_config(args.one[0], int(args.one[1]), args.batch, args.steps)))
         return
 
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     print(
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, batch {args.batch}, {args.steps} timed steps "
+        f"{describe()}; {platform.machine()}; batch {args.batch}, {args.steps} timed steps "
         "after 1 warm-up, frozen backbone, SGD momentum 0.9\n"
+        f"matmul peak (2048^2, this run): fp32 {peaks['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16']:.0f} GFLOP/s\n"
     )
-    print("| input | mode | s/step | images/s | peak RSS MiB | step peak - model MiB |")
-    print("|---|---|---|---|---|---|")
+    print("| input | mode | s/step | images/s | GFLOP/s | % of matmul peak | peak RSS MiB "
+          "| step peak - model MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         for mode in MODES:
             cmd = [
@@ -108,8 +121,10 @@ def main() -> None:
                 .stdout.strip()
                 .splitlines()[-1]
             )
+            peak = peaks["bf16" if mode == "bf16" else "fp32"]
             print(
                 f"| {size}x{size} | {mode} | {r['s_per_step']:.2f} | {r['img_s']:.2f} | "
+                f"{r['gflop_s']:.0f} | {100 * r['gflop_s'] / peak:.0f} % | "
                 f"{r['peak_mib']:.0f} | {r['peak_mib'] - r['model_mib']:.0f} |",
                 flush=True,
             )

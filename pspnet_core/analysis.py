@@ -26,7 +26,15 @@ from pspnet_core import data
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.engine import autocast, resolve_device
 from pspnet_core.losses import segmentation_loss
-from pspnet_core.metrics import leaf_pixel_stats, scene_complexity
+from pspnet_core.metrics import (
+    binary_confusion,
+    binary_iou,
+    confusion_matrix,
+    leaf_pixel_stats,
+    mean_iou,
+    pixel_accuracy,
+    scene_complexity,
+)
 from pspnet_core.runs import Run
 
 Split = Literal["train", "heldout"]
@@ -51,13 +59,17 @@ def predict(
 
 def per_image_losses(
     run: Run, split: Split, n: int, seed: int, device: str | torch.device = "auto",
-    batch_size: int | None = None,
+    batch_size: int | None = None, with_metrics: bool = False,
 ) -> pd.DataFrame:
     """Main-head loss of ``n`` randomly chosen images (seeded; ``n`` capped at the dataset size)
     of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``).
 
     Returns ``DataFrame[index, id, loss]`` in dataset-index order; ``index`` indexes the
-    evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``).
+    evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``). With
+    ``with_metrics`` also ``miou`` and ``pixel_acc``: each image's own
+    :func:`pspnet_core.metrics.mean_iou` / ``pixel_accuracy`` (classes present in its label or
+    prediction; ignore pixels skipped); for the one-class task ``miou`` is the disease IoU
+    (:func:`pspnet_core.metrics.binary_iou`).
     """
     rc = run.run_cfg
     ds = data.build_eval_dataset(rc, split)
@@ -67,27 +79,48 @@ def per_image_losses(
     model = run.load_model(dev)
     loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
                         shuffle=False, num_workers=0)
-    losses = []
+    losses, mious, accs = [], [], []
     for images, target in loader:
         logits = predict(model, images, rc.precision, rc.channels_last)  # (B, K, H, W)
-        losses.append(segmentation_loss(logits, target.to(dev), reduction="per_image").cpu())
+        target = target.to(dev)
+        losses.append(segmentation_loss(logits, target, reduction="per_image").cpu())
+        for lg, tg in zip(logits, target, strict=True):  # (K, H, W), (H, W): one image
+            if rc.num_classes == 1:
+                cm = binary_confusion(lg[None], tg[None]).cpu()
+                mious.append(binary_iou(cm))
+            else:
+                cm = confusion_matrix(lg.argmax(0), tg, rc.num_classes).cpu()
+                mious.append(mean_iou(cm))
+            accs.append(pixel_accuracy(cm))
     loss = torch.cat(losses).double().numpy() if losses else np.zeros(0)
     ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
-    return pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
+    frame = pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
+    if with_metrics:
+        frame["miou"] = np.asarray(mious, dtype=float)
+        frame["pixel_acc"] = np.asarray(accs, dtype=float)
+    return frame
+
+
+# columns of the cached frame; the "-miou" in the file name keeps caches written before the
+# per-image mIoU existed (per_image_losses-<split>-n<n>-seed<seed>.csv) from being read
+RANKED_COLUMNS = ("index", "id", "loss", "miou", "pixel_acc", "complexity", "split")
 
 
 def _losses_file(run: Run, split: Split, n: int, seed: int):
-    return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}.csv"
+    return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}-miou.csv"
 
 
 def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
-    """``DataFrame[index, id, loss, complexity, split]`` of ``n`` seeded random images, sorted
-    by loss (lowest first). Cached as ``per_image_losses-<split>-n<n>-seed<seed>.csv`` in the
-    run folder; the cache is only trusted for a finished run."""
+    """``DataFrame[index, id, loss, miou, pixel_acc, complexity, split]`` of ``n`` seeded random
+    images (:func:`per_image_losses`), sorted by loss (lowest first). Cached as
+    ``per_image_losses-<split>-n<n>-seed<seed>-miou.csv`` in the run folder; the cache is only
+    trusted for a finished run and when it has every column."""
     path = _losses_file(run, split, n, seed)
     if run.done and path.is_file():
-        return pd.read_csv(path, dtype={"id": str})
-    frame = per_image_losses(run, split, n=n, seed=seed)
+        cached = pd.read_csv(path, dtype={"id": str})
+        if set(RANKED_COLUMNS) <= set(cached.columns):
+            return cached
+    frame = per_image_losses(run, split, n=n, seed=seed, with_metrics=True)
     ds = data.build_eval_dataset(run.run_cfg, split)
     # complexity of the raw mask: the evaluation transform's padding is not part of the scene
     frame["complexity"] = [

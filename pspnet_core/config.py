@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -34,27 +36,70 @@ def _rng(lo: float | None = None, hi: float | None = None) -> dict[str, float | 
     return {"min": lo, "max": hi}
 
 
+SEED_MAX = 2**32 - 1  # numpy's legacy seeding takes 32 bits; larger seeds are refused
+COUNT_MAX = 1_000_000  # image counts: far above any dataset this study reads
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+# (dataclass, field) pairs whose string value is a name used in folder and file names
+_NAME_FIELDS = {("StudyConfig", "name"), ("RunConfig", "run"), ("RunConfig", "preset")}
+
+
+def check_name(value: str, key: str) -> str:
+    """Preset and run names become folder and file names: ``[A-Za-z0-9_.-]+`` without ``..``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise ParamsError(
+            f"{key}: {value!r} is not a valid name; use letters, digits, '_', '.' and '-' only "
+            "(no '/', no '..', no spaces): names become folder and file names"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """Where the datasets come from (docs/method.md#data)."""
+    """Where the datasets come from (docs/method.md#data; README "Your own data").
+
+    Sources of the multi-class (``voc``) task, ``voc_source``: ``synthetic`` (generated),
+    ``voc2012`` (a VOC-layout tree under ``voc_root``: VOCdevkit/VOC2012, any class count) or
+    ``folder`` (``voc_root``/``folder_images``/ + ``voc_root``/``folder_masks``/: images
+    .jpg/.jpeg/.png, masks grayscale or palette PNGs of class indices 0..num_classes-1, with
+    ``ignore_index`` for unlabelled pixels; read by :mod:`pspnet_core.data.folder`, which maps
+    ``ignore_index`` to the loss's 255).
+    Sources of the leaf task, ``leaf_source``: ``synthetic`` or ``folder`` (``leaf_root``/images/
+    + masks/, mask > 0 = disease). ``kaggle`` is the old name of ``folder`` and still accepted:
+    it is read as ``folder``.
+    """
 
     root: str = "data"  # relative paths are resolved against the project root
-    voc_source: Literal["synthetic", "voc2012"] = "synthetic"
-    voc_root: str = "synthetic/voc"  # folder holding VOCdevkit/VOC2012 (relative to root)
+    voc_source: Literal["synthetic", "voc2012", "folder"] = "synthetic"
+    # voc2012: folder holding VOCdevkit/VOC2012; folder: holding folder_images/ + folder_masks/
+    voc_root: str = "synthetic/voc"  # relative to root (or absolute)
     voc_image_set: Literal["train", "val", "trainval"] = "trainval"
     download: bool = False  # torchvision VOCSegmentation download flag (needs internet)
     num_classes: int = field(default=21, metadata=_rng(2, 1000))  # VOC2012: 20 objects + bg
-    n_train: int = field(default=1400, metadata=_rng(1))
-    n_heldout: int = field(default=500, metadata=_rng(1))
-    split_seed: int = field(default=0, metadata=_rng(0))
-    leaf_source: Literal["synthetic", "kaggle"] = "synthetic"
+    n_train: int = field(default=1400, metadata=_rng(1, COUNT_MAX))
+    n_heldout: int = field(default=500, metadata=_rng(1, COUNT_MAX))
+    split_seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
+    folder_images: str = "images"  # voc_source: folder: image subfolder of voc_root
+    folder_masks: str = "masks"  # voc_source: folder: mask subfolder of voc_root
+    # voc_source: folder: the mask value of unlabelled pixels (read as 255, the loss's ignore)
+    ignore_index: int = field(default=255, metadata=_rng(0, 255))
+    leaf_source: Literal["synthetic", "folder", "kaggle"] = "synthetic"  # kaggle = folder
     leaf_root: str = "synthetic/leaf"  # folder holding images/ and masks/ (relative to root)
     leaf_heldout_fraction: float = field(default=0.2, metadata=_rng(0.01, 0.99))
-    synthetic_voc_images: int = field(default=120, metadata=_rng(4))
-    synthetic_leaf_images: int = field(default=40, metadata=_rng(4))
+    synthetic_voc_images: int = field(default=120, metadata=_rng(4, 100_000))
+    synthetic_leaf_images: int = field(default=40, metadata=_rng(4, 100_000))
     synthetic_size: int = field(default=160, metadata=_rng(64, 2048))
-    synthetic_seed: int = field(default=0, metadata=_rng(0))
+    synthetic_seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
     num_workers: int = field(default=0, metadata=_rng(0, 64))
+
+    def __post_init__(self) -> None:
+        if self.leaf_source == "kaggle":  # the old name: one source, one run hash
+            object.__setattr__(self, "leaf_source", "folder")
+        if self.voc_source == "folder" and self.ignore_index < self.num_classes:
+            raise ParamsError(
+                f"data.ignore_index ({self.ignore_index}) is a class id of data.num_classes "
+                f"({self.num_classes}): it must be >= num_classes (e.g. 255, or 11 for a set "
+                "with classes 0..10 and void 11)"
+            )
 
 
 @dataclass(frozen=True)
@@ -65,12 +110,18 @@ class ModelConfig:
     freeze_backbone: bool = False
     aux_weight: float = field(default=0.4, metadata=_rng(0.0, 10.0))
     dropout: float = field(default=0.1, metadata=_rng(0.0, 0.9))
+    # BatchNorm layers of a frozen backbone under model.train(): "train" = batch statistics and
+    # updated running stats (the paper's listing), "eval" = keep the pretrained statistics
+    frozen_bn: Literal["train", "eval"] = "train"
+    unet_width: int = field(default=16, metadata=_rng(1, 256))  # U-Net baseline (arch: unet)
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Affine/blur preset and Mixup/CutMix (docs/method.md#augmentation)."""
 
+    # "pspnet": official-PSPNet-style pipeline (the keys below); "paper": the paper's listing
+    preset: Literal["paper", "pspnet"] = "pspnet"
     normalize: Literal["imagenet", "paper"] = "imagenet"
     hflip: float = field(default=0.5, metadata=_rng(0.0, 1.0))
     scale_min: float = field(default=0.5, metadata=_rng(0.05, 10.0))
@@ -99,6 +150,9 @@ class AdamConfig:
     beta1: float = field(default=0.9, metadata=_rng(0.0, 0.9999))
     beta2: float = field(default=0.999, metadata=_rng(0.0, 0.99999))
     weight_decay: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
+    # "constant" lr, or the SGD listing's LambdaLR (1 - epoch/EPOCHS) ** poly_power per epoch
+    schedule: Literal["constant", "poly"] = "constant"
+    poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
 
 
 @dataclass(frozen=True)
@@ -116,20 +170,22 @@ class TrainConfig:
 @dataclass(frozen=True)
 class RunSpec:
     """One named training run of the study; ``regime`` is the augmentation regime (the
-    ``augment:`` section of the preset says how ``affine`` and ``mix`` are drawn)."""
+    ``augment:`` section of the preset says how ``affine`` and ``mix`` are drawn); ``arch`` the
+    network (``unet``: the U-Net baseline of docs/method.md#model)."""
 
     task: Literal["voc", "leaf"] = "voc"
     optimizer: Literal["sgd", "adam"] = "sgd"
     regime: Literal["none", "affine", "mix"] = "affine"
+    arch: Literal["pspnet", "unet"] = "pspnet"
 
 
 @dataclass(frozen=True)
 class GalleryConfig:
     """Figures 6-9: how many random images are ranked and how many are shown."""
 
-    n_random: int = field(default=100, metadata=_rng(1))
-    n_show: int = field(default=16, metadata=_rng(1))
-    seed: int = field(default=0, metadata=_rng(0))
+    n_random: int = field(default=100, metadata=_rng(1, COUNT_MAX))
+    n_show: int = field(default=16, metadata=_rng(1, 10_000))
+    seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
 
 
 DEFAULT_RUNS: dict[str, RunSpec] = {
@@ -139,6 +195,7 @@ DEFAULT_RUNS: dict[str, RunSpec] = {
     "adam_affine": RunSpec("voc", "adam", "affine"),
     "adam_mix": RunSpec("voc", "adam", "mix"),
     "leaf_sgd_affine": RunSpec("leaf", "sgd", "affine"),
+    "unet_none": RunSpec("voc", "sgd", "none", arch="unet"),  # the paper's U-Net baseline
 }
 
 
@@ -147,7 +204,9 @@ class StudyConfig:
     """A whole preset: ``params/<name>.yaml``."""
 
     name: str = "custom"
-    seed: int = field(default=0, metadata=_rng(0))
+    # every run is trained once per seed, each (run, seed) in its own run folder; the old
+    # ``seed: N`` key is still read, as ``seeds: [N]`` (see load_params)
+    seeds: tuple[int, ...] = (0,)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
@@ -165,6 +224,11 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+    @property
+    def seed(self) -> int:
+        """The first of ``seeds`` (what single-seed code and ``resolve_run(cfg, run)`` use)."""
+        return self.seeds[0]
 
 
 @dataclass(frozen=True)
@@ -194,6 +258,7 @@ class RunConfig:
     augment: AugmentConfig
     optim: SGDConfig | AdamConfig
     runs_dir: str
+    arch: Literal["pspnet", "unet"] = "pspnet"  # default: params.yaml written before it existed
 
     NOT_HASHED: typing.ClassVar[tuple[str, ...]] = ("preset", "device", "quiet", "runs_dir")
 
@@ -256,22 +321,37 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"{key}: expected an integer, got {value!r}")
+        if abs(value) >= 2**63:
+            raise ParamsError(f"{key}: {value!r} is out of range (too large)")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamsError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ParamsError(f"{key}: {value!r} is out of range (too large)") from None
+        if not math.isfinite(value):
+            raise ParamsError(f"{key}: {value!r} is not allowed; expected a finite number")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ParamsError(f"{key}: expected a string, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
+    if origin in (tuple, list):  # tuple[int, ...] / list[int]: a YAML list
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+            raise ParamsError(f"{key}: expected a list, e.g. [0, 1, 2], got {value!r}")
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         _, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ParamsError(f"{key}: expected a mapping of name -> settings, got {value!r}")
-        return {str(k): _coerce(v, value_tp, f"{key}.{k}") for k, v in value.items()}
+        return {check_name(str(k), f"{key}.{k}"): _coerce(v, value_tp, f"{key}.{k}")
+                for k, v in value.items()}
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this schema
 
 
@@ -296,6 +376,8 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     for name, value in values.items():
         key = f"{prefix}.{name}" if prefix else name
         value = _coerce(value, hints[name], key)
+        if (cls.__name__, name) in _NAME_FIELDS:
+            check_name(value, key)
         lo, hi = fields[name].metadata.get("min"), fields[name].metadata.get("max")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -313,6 +395,11 @@ def _check_consistency(cfg: StudyConfig) -> None:
         )
     if not cfg.runs:
         raise ParamsError("runs: at least one run must be defined")
+    if not cfg.seeds:
+        raise ParamsError("seeds: give at least one seed, e.g. seeds: [0, 1, 2]")
+    if any(s < 0 or s > SEED_MAX for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ParamsError(
+            f"seeds: {list(cfg.seeds)} must be distinct integers in [0, {SEED_MAX}]")
 
 
 # ---------------------------------------------------------------- loading
@@ -373,7 +460,11 @@ def load_params(
 ) -> StudyConfig:
     """Read and validate a preset; ``overrides`` use dotted keys, keywords use ``__``.
 
-    >>> cfg = load_params("smoke", {"train.epochs": 2}, seed=3)
+    >>> cfg = load_params("smoke", {"train.epochs": 2}, seeds=[3])
+
+    ``seeds: [0, 1, 2]`` trains every run once per seed. The old key ``seed: N`` (in a file or as
+    an override) is read as ``seeds: [N]``; giving both ``seed`` and ``seeds`` in the same place
+    is an error, and an override of either replaces the file's seeds.
     """
     path = _preset_path(name_or_path)
     try:
@@ -385,6 +476,13 @@ def load_params(
     tree.setdefault("name", path.stem)
     merged = dict(overrides or {})
     merged.update({k.replace("__", "."): v for k, v in kw_overrides.items()})
+    try:  # the old single-seed key: ``seed: N`` reads as ``seeds: [N]``
+        _seed_alias(tree, "in the file")
+        _seed_alias(merged, "in the overrides")
+    except ParamsError as err:
+        raise ParamsError(f"{path}: {err}") from None
+    if "seeds" in merged:  # an override replaces the file's seeds, whichever key set them
+        tree.pop("seeds", None)
     for dotted, value in merged.items():
         _apply_override(tree, dotted, value)
     try:
@@ -395,10 +493,28 @@ def load_params(
     return cfg
 
 
-def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
-    """The flat :class:`RunConfig` of run ``run`` of preset ``cfg``."""
+def _seed_alias(tree: dict[str, Any], where: str) -> None:
+    """``seed: N`` (the old key) -> ``seeds: [N]``; both at once is an error."""
+    if "seed" not in tree:
+        return
+    if "seeds" in tree:
+        raise ParamsError(f"both 'seed' and 'seeds' given {where}; use only seeds: [...]")
+    seed = tree.pop("seed")
+    tree["seeds"] = [seed] if not isinstance(seed, (list, tuple)) else seed
+
+
+def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfig:
+    """The flat :class:`RunConfig` of run ``run`` of preset ``cfg`` with seed ``seed`` (one of
+    ``cfg.seeds``; ``None``: the first). The seed is hashed: each seed has its own run folder."""
     if run not in cfg.runs:
         raise ParamsError(f"no run {run!r} in preset {cfg.name!r}; runs: {', '.join(cfg.runs)}")
+    if seed is None:
+        seed = cfg.seeds[0]
+    elif seed not in cfg.seeds:
+        raise ParamsError(
+            f"seed {seed!r} is not one of preset {cfg.name!r}'s seeds {list(cfg.seeds)}; "
+            f"add it with --set 'seeds=[...]'"
+        )
     spec = cfg.runs[run]
     leaf = spec.task == "leaf"
     return RunConfig(
@@ -411,7 +527,7 @@ def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
         image_size=cfg.train.leaf_image_size if leaf else cfg.train.image_size,
-        seed=cfg.seed,
+        seed=int(seed),
         precision=cfg.precision,
         channels_last=cfg.channels_last,
         device=cfg.device,
@@ -421,6 +537,7 @@ def resolve_run(cfg: StudyConfig, run: str) -> RunConfig:
         augment=cfg.augment,
         optim=cfg.sgd if spec.optimizer == "sgd" else cfg.adam,
         runs_dir=cfg.runs_dir,
+        arch=spec.arch,
     )
 
 
@@ -434,7 +551,7 @@ RECIPE_VERSION = 2
 _NOT_TRAINING = {"data": ("num_workers", "download")}
 _TASK_DATA_KEYS = {
     "voc": ("voc_source", "voc_root", "voc_image_set", "num_classes", "n_train", "n_heldout",
-            "synthetic_voc_images"),
+            "synthetic_voc_images", "folder_images", "folder_masks", "ignore_index"),
     "leaf": ("leaf_source", "leaf_root", "leaf_heldout_fraction", "synthetic_leaf_images"),
 }
 

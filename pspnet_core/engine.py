@@ -8,7 +8,9 @@ losses, galleries) is ``analysis.py``'s. The pieces, torchvision-reference style
 - ``build_optimizer``: SGD (lr, momentum, weight decay) or Adam (lr, betas, weight decay) over the
   *trainable* parameters only (a frozen backbone is not handed to the optimizer).
 - ``build_scheduler``: a ``LambdaLR``; SGD uses poly decay ``(1 - t/T) ** power`` stepped per
-  epoch (the paper) or per iteration (``sgd.poly_step: iter``); Adam keeps a constant lr.
+  epoch (the paper) or per iteration (``sgd.poly_step: iter``); Adam keeps a constant lr
+  (``adam.schedule: constant``) or decays it as the SGD listing, ``(1 - epoch/E) **
+  adam.poly_power`` per epoch (``adam.schedule: poly``).
 - ``train_one_epoch``: regimes ``none``/``affine`` come from the dataset; ``mix`` additionally
   applies Mixup or CutMix per batch (``mixing.mix_batch``) with a ``torch.Generator`` seeded from
   ``(seed, epoch, tag, rank)``, so a resumed run draws exactly what an uninterrupted one would.
@@ -28,9 +30,12 @@ are not the same average when images have very different numbers of valid pixels
 
 Determinism: every epoch reseeds python/numpy/torch and builds its loaders from
 ``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint, so no global
-RNG state needs saving. On CPU the same
-seed gives the same history, and a killed-and-resumed run ends bit-identical to an
-uninterrupted one (``tests/test_runs.py``).
+RNG state needs saving (checkpoints hold only tensors and plain containers and load with
+``weights_only=True``). On CPU the same seed gives the same history and weights, with
+``data.num_workers`` 0 or 2 and in fp32 or bf16 (progress bars never iterate a loader themselves,
+``tests/test_faults.py``), and a killed-and-resumed run ends bit-identical to an uninterrupted one
+(``tests/test_runs.py``). The loss is checked for NaN/inf every ``CHECK_EVERY`` steps, not every
+step (no per-step host synchronisation).
 
 Multi-GPU: run the same entry point under ``torchrun``; ``WORLD_SIZE > 1`` initializes the process
 group (NCCL on CUDA, gloo on CPU), wraps the model in DistributedDataParallel, shards the training
@@ -120,8 +125,40 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _bar(iterable, quiet: bool, **kw):
-    return tqdm(iterable, disable=quiet, leave=False, dynamic_ncols=True, **kw)
+class _Bar:
+    """A progress bar over ``iterable`` that never touches it: tqdm is given only the total.
+
+    (``tqdm.auto``'s class calls ``iter()`` on an iterable it is handed; for a DataLoader that
+    starts the workers an extra time and draws from the loader's seeded generator, so batches
+    depended on ``num_workers``.) Quiet -> no tqdm object at all.
+    """
+
+    def __init__(self, iterable, quiet: bool, **kw):
+        self.iterable = iterable
+        self.bar = None
+        if not quiet:
+            total = kw.pop("total", None)
+            if total is None and hasattr(iterable, "__len__"):
+                total = len(iterable)
+            self.bar = tqdm(total=total, leave=False, dynamic_ncols=True, **kw)
+
+    def __iter__(self):
+        try:
+            for item in self.iterable:
+                yield item
+                if self.bar is not None:
+                    self.bar.update(1)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def set_postfix(self, **kw) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**kw)
+
+
+def _bar(iterable, quiet: bool, **kw) -> _Bar:
+    return _Bar(iterable, quiet, **kw)
 
 
 # ---------------------------------------------------------------- distributed
@@ -177,14 +214,19 @@ def poly_lambda(total_steps: int, power: float) -> Callable[[int], float]:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, run_cfg: RunConfig, iters_per_epoch: int
 ) -> tuple[torch.optim.lr_scheduler.LambdaLR, bool]:
-    """(scheduler, per_iteration): poly for SGD, constant for Adam."""
+    """(scheduler, per_iteration): poly for SGD; for Adam ``adam.schedule`` (constant, or poly
+    stepped per epoch as the listing's ``LambdaLR``, docs/method.md#optimizers)."""
     o = run_cfg.optim
     if isinstance(o, SGDConfig):
         per_iter = o.poly_step == "iter"
         total = run_cfg.epochs * (iters_per_epoch if per_iter else 1)
         fn = poly_lambda(total, o.poly_power)
-    else:
+    elif isinstance(o, AdamConfig) and o.schedule == "poly":
+        per_iter, fn = False, poly_lambda(run_cfg.epochs, o.poly_power)
+    elif isinstance(o, AdamConfig) and o.schedule == "constant":
         per_iter, fn = False, (lambda step: 1.0)
+    else:
+        raise TypeError(f"no schedule for optimizer config {o!r}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn), per_iter
 
 
@@ -204,11 +246,19 @@ def train_one_epoch(
 
     ``mix_generator`` set -> Mixup/CutMix per batch. Returns ``train_loss`` (main head) and
     ``train_total_loss`` (main + aux), means over steps (and ranks).
+
+    No per-step host synchronisation: losses are summed on the device, and the first step with
+    a non-finite loss is recorded there; the host looks every ``CHECK_EVERY`` steps and at the
+    end of the epoch, raising :class:`NonFiniteLossError` (epoch, step, checked range). The
+    weights in memory are then spoiled, but nothing is saved: the last good checkpoint is kept.
     """
     model.train()
     rank, world = dist_info()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # main, total, steps
+    one = torch.ones((), dtype=torch.float64, device=device)
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: every loss finite so far
     bar = _bar(loader, quiet or rank != 0, desc=f"epoch {epoch} train")
+    checked = step = 0
     for step, (images, target) in enumerate(bar, start=1):
         if mix_generator is not None:
             images, target, _ = mix_batch(
@@ -221,27 +271,43 @@ def train_one_epoch(
         with autocast(device, run_cfg.precision):
             outputs = model(images, with_aux=True)
         main_loss, total = main_and_total(outputs, target, run_cfg.model.aux_weight)
-        bad = torch.tensor(float(not torch.isfinite(total)), device=device)
-        if all_reduce_sum(bad) > 0:
-            raise NonFiniteLossError(
-                f"run {run_cfg.run!r}: non-finite training loss ({float(total.detach())}) at epoch "
-                f"{epoch}, step {step}; the last good checkpoint is kept. Lower the learning "
-                "rate or use precision fp32."
-            )
+        finite = torch.isfinite(total.detach())
+        first_bad = torch.where((first_bad == 0) & ~finite, step, first_bad)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        sums += torch.stack(
-            [main_loss.detach().double(), total.detach().double(), torch.ones((), device=device,
-                                                                             dtype=torch.float64)]
-        )
-        if not quiet and rank == 0:
-            bar.set_postfix(loss=f"{float(main_loss):.4f}")
+        sums += torch.stack([main_loss.detach().double(), total.detach().double(), one])
+        if step % CHECK_EVERY == 0:
+            _raise_if_non_finite(first_bad, run_cfg, epoch, checked + 1, step)
+            checked = step
+            if bar.bar is not None:
+                bar.set_postfix(loss=f"{float(sums[0] / sums[2]):.4f}")
+    if step > checked:
+        _raise_if_non_finite(first_bad, run_cfg, epoch, checked + 1, step)
     all_reduce_sum(sums)
     steps = max(float(sums[2]), 1.0)
     return {"train_loss": float(sums[0]) / steps, "train_total_loss": float(sums[1]) / steps}
+
+
+CHECK_EVERY = 10  # training steps between host checks for a non-finite loss
+
+
+def _raise_if_non_finite(first_bad: Tensor, run_cfg: RunConfig, epoch: int, lo: int,
+                         hi: int) -> None:
+    """One host sync: raise if any rank saw a non-finite loss in steps ``lo..hi``."""
+    never = torch.iinfo(torch.int64).max
+    step = torch.where(first_bad > 0, first_bad, torch.full_like(first_bad, never))
+    if dist_info()[1] > 1:
+        dist.all_reduce(step, op=dist.ReduceOp.MIN)
+    k = int(step)
+    if k != never:
+        raise NonFiniteLossError(
+            f"run {run_cfg.run!r}: non-finite training loss at epoch {epoch}, step {k} (steps "
+            f"{lo}-{hi} were checked together); the last good checkpoint is kept. Lower the "
+            "learning rate or use precision fp32."
+        )
 
 
 @torch.no_grad()
@@ -300,14 +366,15 @@ def fit(
     device: str | torch.device | None = None,
     quiet: bool | None = None,
     stop_after_epoch: int | None = None,
-    build_model: Callable[..., nn.Module] = model_lib.build_model,
+    build_model: Callable[..., nn.Module] | None = None,
 ) -> pd.DataFrame:
     """Train ``run_cfg`` into its run folder; returns the history (all completed epochs).
 
     Finished runs return their history at once; interrupted runs resume from the checkpoint.
     ``stop_after_epoch`` (or env ``PSPNET_STOP_AFTER_EPOCH``) returns early after that epoch's
     checkpoint, leaving the run partial (used by the resume tests). ``build_model(model_cfg,
-    num_classes)`` makes the network (tests pass a tiny one).
+    num_classes)`` makes the network (tests pass a tiny one); by default
+    ``model.build_model(..., arch=run_cfg.arch)`` builds PSPNet or the U-Net baseline.
     """
     run = store.open_run(run_cfg)
     if run.done:
@@ -337,7 +404,11 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
     train_ds, heldout_ds = data.build_datasets(run_cfg)  # generates synthetic data if missing
 
     seed_everything(run_cfg.seed)
-    model = build_model(run_cfg.model, run_cfg.num_classes).to(device)
+    if build_model is None:  # the run's own network: PSPNet or the U-Net baseline
+        model = model_lib.build_model(run_cfg.model, run_cfg.num_classes, arch=run_cfg.arch)
+    else:
+        model = build_model(run_cfg.model, run_cfg.num_classes)
+    model = model.to(device)
     if run_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, run_cfg)
@@ -361,7 +432,7 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
                 f"and cannot resume with {world}: the per-process batch and sampler order "
                 f"would change; resume it with {saved_world}, or delete the folder to retrain"
             )
-        start, history = int(state["epoch"]), list(state["history"])
+        start, history = int(state["epoch"]), [dict(r) for r in state["history"]]
     if rank == 0:
         store.start_run(run, device, world)
         if start and not quiet:
@@ -440,14 +511,25 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
 # ---------------------------------------------------------------- the run store's front door
 
 
-def get_run(cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any) -> store.Run:
-    """Run ``run`` of preset ``cfg``: loaded if done, resumed if interrupted, trained if absent.
+def get_run(
+    cfg: StudyConfig, run: str, train: bool = True, seed: int | None = None, **fit_kwargs: Any
+) -> store.Run:
+    """Run ``run`` of preset ``cfg`` with seed ``seed`` (one of ``cfg.seeds``; ``None``: the
+    first): loaded if done, resumed if interrupted, trained if absent.
 
     With ``train=False`` nothing is trained: the run is returned in whatever state it is
     (check ``run.status``). ``fit_kwargs`` go to :func:`fit`.
     """
-    r = store.open_run(resolve_run(cfg, run))
+    r = store.open_run(resolve_run(cfg, run, seed))
     if r.done or not train:
         return r
     fit(r.run_cfg, **fit_kwargs)
     return r
+
+
+def get_runs(
+    cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any
+) -> dict[int, store.Run]:
+    """``{seed: Run}`` of run ``run`` for every seed of ``cfg.seeds`` (in that order), each as
+    :func:`get_run` gives it (trained one after the other when ``train``)."""
+    return {s: get_run(cfg, run, train=train, seed=s, **fit_kwargs) for s in cfg.seeds}

@@ -15,7 +15,10 @@ Choices the paper leaves open (docs/method.md#model, brackets), made as the publ
   on the 1x1 bin for this reason; the other bins (2x2 and up) keep conv-BN-ReLU.
 - ``freeze_backbone=True`` freezes ``layer1..layer4`` except the two convs the paper replaces
   (``layer1[0].conv1``, ``layer1[0].downsample[0]``); the stem, pyramid pooling and heads train.
-  Frozen BatchNorm layers stay in eval mode under ``model.train()`` (see :meth:`PSPNet.train`).
+  ``frozen_bn`` says what the frozen BatchNorm layers do under ``model.train()``
+  (:meth:`PSPNet.train`): ``"train"`` (the paper's listing, ``requires_grad=False`` then
+  ``model.train()``) normalises with batch statistics and updates the running mean/var;
+  ``"eval"`` keeps them in eval mode, so the pretrained statistics never move.
 - ``weights``: ``None`` = random init (torchvision's ResNet init), ``"imagenet"`` =
   ``ResNet50_Weights.DEFAULT`` through the torch hub cache, or a path to a local ``.pth`` file.
   A local file may hold a plain state dict or a checkpoint dict with the state dict under
@@ -28,6 +31,8 @@ Choices the paper leaves open (docs/method.md#model, brackets), made as the publ
 from __future__ import annotations
 
 import os
+import pickletools
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 from pspnet_core.config import ModelConfig
 from pspnet_core.paths import resolve
+from pspnet_core.unet import UNet
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4", "ppm", "head", "aux_head")
 PPM_BINS = (1, 2, 3, 6)
@@ -98,11 +104,15 @@ class PSPNet(nn.Module):
         weights: str | os.PathLike | None = None,
         freeze_backbone: bool = False,
         dropout: float = 0.1,
+        frozen_bn: str = "train",
     ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if frozen_bn not in ("train", "eval"):
+            raise ValueError(f"frozen_bn must be 'train' or 'eval', got {frozen_bn!r}")
         self.num_classes = num_classes
+        self.frozen_bn = frozen_bn
         self.stem = nn.Sequential(
             conv_bn_relu(3, 64, stride=2),  # (B, 64, H/2, W/2)
             conv_bn_relu(64, 64),
@@ -149,10 +159,11 @@ class PSPNet(nn.Module):
                         nn.init.zeros_(m.bias)
 
     def train(self, mode: bool = True) -> PSPNet:
-        """Like ``nn.Module.train``, but BatchNorm layers whose parameters are frozen stay in eval
-        mode, so transfer learning never moves the pretrained running statistics."""
+        """Like ``nn.Module.train``; with ``frozen_bn="eval"`` BatchNorm layers whose parameters
+        are frozen stay in eval mode, so transfer learning never moves the pretrained running
+        statistics. With ``"train"`` (the listing) they train like every other layer."""
         super().train(mode)
-        if mode:
+        if mode and self.frozen_bn == "eval":
             for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
                     if not m.weight.requires_grad:
@@ -195,7 +206,7 @@ def freeze_backbone_(model: PSPNet) -> None:
         layer.requires_grad_(False)
     for conv in replaced_convs(model):
         conv.requires_grad_(True)
-    model.train(model.training)  # re-apply: frozen BN layers go to eval mode
+    model.train(model.training)  # re-apply: with frozen_bn="eval" frozen BN layers go to eval
 
 
 def imagenet_cache_file() -> Path:
@@ -206,14 +217,104 @@ def imagenet_cache_file() -> Path:
 
 def _download(url: str) -> dict[str, Tensor]:
     """Fetch into the hub cache (tests monkeypatch this to simulate being offline)."""
-    return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+    return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False,
+                                              weights_only=True)
+
+
+class WeightsFileError(ValueError):
+    """A weights file is unsafe (a pickle that would run code), damaged, or does not cover the
+    ResNet50 backbone; the message names the file and what to do."""
+
+
+def _pickle_globals(path: Path, limit: int = 16 * 2**20) -> list[str]:
+    """The callables a raw (legacy-format) pickle names, read with ``pickletools`` (which parses
+    opcodes and never executes them); [] when the file is not a readable pickle."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit)
+        strings: list[str] = []
+        found: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif isinstance(arg, str):
+                strings.append(arg)
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+        return found
+    except Exception:
+        return []
+
+
+def _load_failure(err: Exception, path: Path) -> tuple[bool, str]:
+    """(unsafe, short reason) of a failed ``torch.load(..., weights_only=True)``; torch's own
+    hint to retry with ``weights_only=False`` is dropped (that is exactly what must not happen)."""
+    text = str(err)
+    found = re.search(r"GLOBAL (\S+)", text)
+    if found or "Unsupported global" in text:
+        return True, f"it refers to {found.group(1)}" if found else "it refers to Python code"
+    code = [g for g in _pickle_globals(path) if not g.startswith(("torch.", "collections."))]
+    if code:
+        return True, f"it refers to {code[0]}"
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if "weights_only" in first or "Weights only" in first or len(first) > 160:
+        first = ""
+    return False, type(err).__name__ + (f": {first}" if first else "")
+
+
+def load_torch_file(
+    path: str | os.PathLike,
+    *,
+    what: str,
+    remedy: str,
+    error: type[Exception] = WeightsFileError,
+    map_location: Any = "cpu",
+    mmap: bool = False,
+) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, never code.
+
+    A file holding other Python objects is refused, a truncated or garbage file is reported as
+    damaged; both raise ``error`` with a message naming ``what`` + ``path`` and ending with
+    ``remedy``. ``mmap`` maps tensor storage instead of reading it (cheap to peek at metadata).
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+            except RuntimeError as err:
+                if not (mmap and "mmap can only be used" in str(err)):
+                    raise
+                return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, KeyError, ...
+        unsafe, reason = _load_failure(err, path)
+        if unsafe:
+            raise error(
+                f"refused to load {what} {path}: {reason}, i.e. it holds Python objects besides "
+                "tensors and plain containers, and unpickling it could run code (files written "
+                f"by this project never do); {remedy}"
+            ) from None
+        raise error(
+            f"{what} {path} is damaged or not a PyTorch file (truncated, partly written or "
+            f"overwritten; {reason}); {remedy}"
+        ) from None
 
 
 def imagenet_state_dict() -> dict[str, Tensor]:
     """ResNet50_Weights.DEFAULT from the hub cache, downloading it when missing."""
     path = imagenet_cache_file()
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(
+            path, what="the cached ImageNet weights file",
+            remedy=f"delete {path} so that it is downloaded again, or put the original "
+            f"{os.path.basename(path)} (from {ResNet50_Weights.DEFAULT.url}) there",
+        )
+        if not isinstance(state, dict):
+            raise WeightsFileError(f"{path} does not hold a state dict; delete it to re-download")
+        return state
     try:
         return _download(ResNet50_Weights.DEFAULT.url)
     except Exception as err:  # URLError, timeouts, SSL, HTTP errors: all mean "not available"
@@ -227,27 +328,44 @@ def imagenet_state_dict() -> dict[str, Tensor]:
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """A state dict from a local file: plain, or a checkpoint dict under "state_dict"/"model"."""
+    """A state dict from a local file: plain, or a checkpoint dict under "state_dict"/"model".
+    Loaded with ``weights_only=True``: a file holding other Python objects is refused."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file {path} does not exist; use weights=None, weights='imagenet' "
             "or the path of an existing .pth file"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    remedy = ("replace it with a torchvision ResNet50 or PSPNet state dict, or use "
+              "weights=None / weights='imagenet'")
+    obj = load_torch_file(path, what="weights file", remedy=remedy)
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__})")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+        raise WeightsFileError(
+            f"weights file {path} does not hold a state dict (got {type(obj).__name__}); {remedy}"
+        )
+    return {str(k).removeprefix("module."): v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def backbone_keys(model: nn.Module) -> list[str]:
+    """The layer1..layer4 tensors a weights file must provide: every parameter and buffer of
+    the four ResNet50 stages except BatchNorm batch counters and the two convs the paper
+    replaces (their input channels differ from torchvision's)."""
+    replaced = {"layer1.0.conv1.weight", "layer1.0.downsample.0.weight"}
+    return [k for k in model.state_dict()
+            if k.split(".")[0] in ("layer1", "layer2", "layer3", "layer4")
+            and not k.endswith("num_batches_tracked") and k not in replaced]
 
 
 def load_weights(model: PSPNet, weights: str | os.PathLike) -> dict[str, Any]:
     """Load every key whose name and shape match; return what was and was not loaded.
 
-    For a torchvision ResNet50 file the keys not loaded are the ResNet stem (``conv1``, ``bn1``),
-    ``fc`` and the two replaced convs (shape mismatch: 64 -> 128 input channels).
+    The file must cover the whole ResNet50 backbone (:func:`backbone_keys`); otherwise a
+    :class:`WeightsFileError` lists what is missing (e.g. a ResNet-18 file). For a torchvision
+    ResNet50 file the keys not loaded are the ResNet stem (``conv1``, ``bn1``), ``fc`` and the
+    two replaced convs (shape mismatch: 64 -> 128 input channels).
     """
     if weights == "imagenet":
         source, state = str(imagenet_cache_file()), imagenet_state_dict()
@@ -255,23 +373,38 @@ def load_weights(model: PSPNet, weights: str | os.PathLike) -> dict[str, Any]:
         source, state = str(weights), read_state_dict(weights)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("layer") for k in matched):
-        raise ValueError(
-            f"{source}: no backbone (layer1..layer4) key matches this model; "
-            "expected a torchvision ResNet50 or a PSPNet state dict"
+    missing = [k for k in backbone_keys(model) if k not in matched]
+    if missing:
+        wrong = [k for k in missing if k in state]
+        shown = ", ".join(missing[:8]) + (f" ... and {len(missing) - 8} more"
+                                          if len(missing) > 8 else "")
+        raise WeightsFileError(
+            f"{source} does not cover the ResNet50 backbone: {len(missing)} of "
+            f"{len(backbone_keys(model))} layer1..layer4 tensors are missing"
+            + (f" ({len(wrong)} of them present with another shape)" if wrong else "")
+            + f": {shown}; expected a torchvision ResNet50 or a PSPNet state dict"
         )
     model.load_state_dict(matched, strict=False)
     not_loaded = sorted(set(state) - set(matched))
     return {"source": source, "loaded": len(matched), "not_loaded": not_loaded}
 
 
-def build_model(model_cfg: ModelConfig, num_classes: int) -> PSPNet:
-    """PSPNet from the preset's ``model`` section; a relative weights path hangs from the
-    project root (``paths.resolve``)."""
+def build_model(model_cfg: ModelConfig, num_classes: int, arch: str = "pspnet") -> nn.Module:
+    """The run's network (``RunConfig.arch``) from the preset's ``model`` section.
+
+    ``pspnet``: a relative weights path hangs from the project root (``paths.resolve``).
+    ``unet``: the U-Net baseline of width ``model.unet_width``, always randomly initialised
+    (``weights``, ``freeze_backbone``, ``frozen_bn`` and ``dropout`` are PSPNet's).
+    """
+    if arch == "unet":
+        return UNet(num_classes, model_cfg.unet_width)
+    if arch != "pspnet":
+        raise ValueError(f"arch must be 'pspnet' or 'unet', got {arch!r}")
     weights = model_cfg.weights
     if weights is not None and weights != "imagenet":
         weights = str(resolve(weights))
-    return PSPNet(num_classes, weights, model_cfg.freeze_backbone, model_cfg.dropout)
+    return PSPNet(num_classes, weights, model_cfg.freeze_backbone, model_cfg.dropout,
+                  model_cfg.frozen_bn)
 
 
 # ---------------------------------------------------------------- inspection

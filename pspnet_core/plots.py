@@ -15,7 +15,7 @@ API (figure numbers as in docs/method.md#figures)::
     save_figure(fig, figures_dir, name, dpi=120, formats=("png", "pdf")) -> list[Path]
         # atomic (temp file + os.replace); name "fig05_learning_curves_sgd" -> .png and .pdf
     colorize(labels, colormap=None) -> uint8 (..., 3)   # default: data.voc.voc_colormap()
-    color_for(label) -> str                  # "none" green, "affine" blue, "mix" red
+    color_for(label) -> str                  # none green, affine blue, mix red, unet grey
 
     architecture_diagram(trace, param_rows, title=...) -> Figure               # fig01
         trace: [{"part": "stem", "shape": (1, 128, 25, 25)}, ...] (model.trace_shapes)
@@ -25,8 +25,9 @@ API (figure numbers as in docs/method.md#figures)::
     augmentation_grid(images, labels, colormap=None, title="", captions=None) -> Figure
         # figs 02-04: images uint8 (N,H,W,3), labels int (N,H,W); row (a) inputs, (b) labels
     learning_curves(histories, colors=None, title="", metric="heldout_miou",
-                    log_loss=True) -> Figure
-        # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)}
+                    log_loss=True, band="minmax") -> Figure
+        # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)} or
+        # {label: [DataFrame per seed]}: mean line, band across seeds, thin single seeds
     loss_gallery(images, labels, predictions, losses, ids, colormap=None, title="",
                  ncols=4) -> Figure
         # figs 06-09: tiles of input | label | prediction, caption "id  loss"
@@ -51,13 +52,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from scipy import stats
 
 from pspnet_core.atomic import atomic_path
 from pspnet_core.data.voc import voc_colormap
 
-AUGMENT_COLORS: dict[str, str] = {"none": "tab:green", "affine": "tab:blue", "mix": "tab:red"}
+# the paper's colours per augmentation; the U-Net baseline (unet_none) in a neutral grey
+AUGMENT_COLORS: dict[str, str] = {
+    "none": "tab:green", "affine": "tab:blue", "mix": "tab:red", "unet": "dimgray",
+}
 DEFAULT_DPI = 120
 DISPLAY_DPI = 72  # inline previews stored in the notebooks (keeps them small in git)
 
@@ -137,8 +143,11 @@ def _blank(ax: Any) -> None:
 
 
 def color_for(label: str) -> str:
-    """Colour of a run by its augmentation: "none" green, "affine" blue, "mix" red."""
+    """Colour of a run by its augmentation: "none" green, "affine" blue, "mix" red; any label
+    containing "unet" (the U-Net baseline) grey; others tab:gray."""
     low = label.lower()
+    if "unet" in low:
+        return AUGMENT_COLORS["unet"]
     for key in ("none", "affine", "mix"):
         if low.endswith(key):
             return AUGMENT_COLORS[key]
@@ -368,34 +377,88 @@ def augmentation_grid(
 # ---------------------------------------------------------------- figs 05 / 10
 
 
+BANDS = {"minmax": "min-max over seeds", "t95": "95 % t-interval of the mean over seeds"}
+
+
+def _seed_frames(hist: Any) -> list[Any]:
+    """A history or a sequence / mapping of per-seed histories -> list of non-empty frames."""
+    if isinstance(hist, Mapping):
+        hist = list(hist.values())
+    frames = list(hist) if isinstance(hist, (list, tuple)) else [hist]
+    return [h for h in frames if h is not None and len(h)]
+
+
+def seed_spread(frames: Sequence[Any], column: str, band: str = "minmax"):
+    """(epochs, mean, lo, hi, n) of ``column`` over per-seed histories, epoch by epoch.
+
+    ``band``: "minmax" (lowest and highest seed) or "t95" (mean +- t(0.975, n-1) sd / sqrt(n));
+    lo = hi = mean where only one seed has that epoch.
+    """
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {', '.join(BANDS)}, got {band!r}")
+    table = pd.concat(
+        [pd.Series(np.asarray(f[column], dtype=float), index=np.asarray(f["epoch"]))
+         for f in frames if column in f], axis=1,
+    ).sort_index()
+    mean = table.mean(axis=1).to_numpy()
+    n = table.notna().sum(axis=1).to_numpy()
+    if band == "minmax":
+        lo, hi = table.min(axis=1).to_numpy(), table.max(axis=1).to_numpy()
+    else:
+        sd = table.std(axis=1, ddof=1).fillna(0.0).to_numpy()
+        t = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)), 0.0)
+        half = t * sd / np.sqrt(np.maximum(n, 1))
+        lo, hi = mean - half, mean + half
+    return table.index.to_numpy(), mean, lo, hi, n
+
+
 def learning_curves(
     histories: Mapping[str, Any],
     colors: Mapping[str, str] | None = None,
     title: str = "",
     metric: str = "heldout_miou",
     log_loss: bool = True,
+    band: str = "minmax",
 ) -> Figure:
     """Left: train (solid) and held-out (dashed) loss per epoch; right: held-out ``metric``.
 
+    ``histories`` maps a label ("none", "affine", "mix", "unet" or a run name) to one history
+    DataFrame (columns epoch, train_loss, heldout_loss and ``metric``) or to the histories of
+    several seeds (a list, or a dict seed -> DataFrame). With several seeds each curve is the
+    mean per epoch (thick line), a shaded band across the seeds (``band``: "minmax" = lowest to
+    highest seed, the default; "t95" = 95 % t-interval of the mean) and every single seed as a
+    thin line. Colours come from ``colors`` or :func:`color_for` (none green, affine blue, mix
+    red, unet grey); train solid, held-out dashed as in the paper's Figs. 5 and 10.
+
     ``log_loss`` draws the loss axis on a log scale: early held-out losses of a briefly trained
     network can be orders of magnitude above the rest and would flatten the curves.
-
-    ``histories`` maps a label ("none", "affine", "mix" or a run name) to a DataFrame with
-    columns epoch, train_loss, heldout_loss and ``metric``. Colours come from ``colors`` or
-    :func:`color_for` (none green, affine blue, mix red).
     """
     fig = StudyFigure(figsize=(11.0, 4.2), layout="constrained")
     ax_loss, ax_metric = fig.subplots(1, 2)
+    max_seeds = 1
     for label, hist in histories.items():
         c = (colors or {}).get(label) or color_for(label)
-        ep = hist["epoch"].to_numpy()
-        # train solid, held-out dashed (the paper's Figs. 5 and 10)
-        for column, style, marker, split in (("train_loss", "-", "o", "train"),
-                                             ("heldout_loss", "--", "s", "held-out")):
-            ax_loss.plot(ep, hist[column], color=c, linestyle=style, marker=marker,
-                         markersize=3, label=f"{label} {split}")
-        if metric in hist:
-            ax_metric.plot(ep, hist[metric], color=c, marker="o", markersize=3, label=label)
+        frames = _seed_frames(hist)
+        if not frames:
+            continue
+        max_seeds = max(max_seeds, len(frames))
+        n_txt = f" ({len(frames)} seeds)" if len(frames) > 1 else ""
+        panels = [(ax_loss, "train_loss", "-", "o", f"{label} train{n_txt}"),
+                  (ax_loss, "heldout_loss", "--", "s", f"{label} held-out{n_txt}")]
+        if all(metric in f for f in frames):
+            panels.append((ax_metric, metric, "-", "o", f"{label}{n_txt}"))
+        for ax, column, style, marker, name in panels:
+            ep, mean, lo, hi, _ = seed_spread(frames, column, band)
+            if len(frames) > 1:
+                for f in frames:  # single seeds: thin, no legend entry
+                    ax.plot(f["epoch"], f[column], color=c, linestyle=style, linewidth=0.6,
+                            alpha=0.45, label="_nolegend_")
+                ax.fill_between(ep, lo, hi, color=c, alpha=0.15, linewidth=0,
+                                label="_nolegend_")
+            ax.plot(ep, mean, color=c, linestyle=style, marker=marker, markersize=3,
+                    linewidth=1.8 if len(frames) > 1 else 1.5, label=name)
+    spread = (f"line = mean over seeds, band = {BANDS[band]}, thin lines = single seeds"
+              if max_seeds > 1 else "")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss (log scale)" if log_loss else "loss")
     if log_loss:
@@ -417,8 +480,8 @@ def learning_curves(
         ax_metric.legend(fontsize=8)
     else:
         ax_metric.text(0.5, 0.5, f"no {metric} column", ha="center", transform=ax_metric.transAxes)
-    if title:
-        fig.suptitle(title, fontsize=11)
+    if title or spread:
+        fig.suptitle("\n".join(t for t in (title, spread) if t), fontsize=11 if title else 9)
     return fig
 
 

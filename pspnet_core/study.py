@@ -1,7 +1,8 @@
 """The batch rerun of the whole study: every notebook through papermill, in order.
 
-Command line::
+Command line (``pspnet-study`` is the installed console script of the same ``main``)::
 
+    pspnet-study --params smoke                           # = python -m pspnet_core.study
     python -m pspnet_core.study --params smoke            # the README's first command
     python -m pspnet_core.study --params paper --only 03 --only 05
     python -m pspnet_core.study --params path/to/my.yaml --only 01,02 --kernel python3
@@ -20,10 +21,23 @@ Outputs, for preset name P (a preset file's ``name:``, else its file stem)::
     outputs/P/NN_topic[-variant].html     nbconvert HTML exports
     outputs/P/index.html                  links to each export + thumbnails of figures/P/*.png
 
-One progress line per notebook with its elapsed seconds (papermill's cell progress bar on
-stderr). On the first failing notebook the run stops, the index is still written for what ran,
-and the command exits 1 with the notebook, the failing cell (execution count, position in the
-source notebook, first source line) and the exception name and value.
+Progress: one line per notebook with its elapsed seconds, papermill's cell progress bar on
+stderr, and, while a notebook trains, each run's per-epoch line as the engine prints it (run,
+epoch k/N, train and held-out loss, mIoU or Dice, lr, seconds) with an ETA for that run added.
+Only those lines (and kernel warnings or errors) of the cells' output reach the terminal, not
+the widget bars. Kernels talk over IPC (local sockets in a temporary folder), not TCP. At the
+end a table: notebook, status, time, figures written.
+
+``outputs/`` always tells the truth: the index is written before each notebook (the one
+running marked ``running``, the rest ``pending``) and rewritten in a ``finally`` at the end,
+also on Ctrl-C (``interrupted``) or SIGTERM; a notebook's HTML from an earlier study is deleted
+before it reruns, and the outputs of notebooks that did not run (after a failure or an
+interrupt) are deleted and listed as ``not run``. Figures older than the study are marked as
+such in the index.
+
+On the first failing notebook the run stops and the command exits 1 with the notebook, the
+failing cell (execution count, position in the source notebook, first source line) and the
+exception name and value; an interrupt exits 130.
 
 Python API::
 
@@ -40,7 +54,11 @@ from __future__ import annotations
 import argparse
 import html
 import os
+import re
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,11 +94,12 @@ class Job:
 @dataclass
 class JobResult:
     job: Job
-    status: str  # "ok" | "failed"
+    status: str  # "ok" | "failed" | "interrupted"
     seconds: float
     output: Path | None = None  # executed .ipynb
     html: Path | None = None
     error: str | None = None
+    figures: list[str] = field(default_factory=list)  # figure files (re)written by this run
 
 
 @dataclass
@@ -215,17 +234,97 @@ def _export_html(ipynb: Path) -> Path | None:
     return target
 
 
+# ---------------------------------------------------------------- progress on the terminal
+
+# the engine's per-epoch line (engine._fit) and its resume line
+EPOCH_LINE = re.compile(
+    r"^(?P<run>\S+) epoch (?P<k>\d+)/(?P<n>\d+): .*\((?P<s>\d+(?:\.\d+)?)s\)\s*$"
+)
+RESUME_LINE = re.compile(r"^\S+: resuming after epoch \d+")
+ALERT_LINE = re.compile(r"Warning|Error|Traceback")
+
+
+def _eta(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class EpochEcho:
+    """A file-like sink for a notebook's stream output (papermill's ``stdout_file`` /
+    ``stderr_file``): whole lines that are the engine's epoch or resume lines go to ``log``,
+    the epoch lines with an ETA for their run; on stderr also lines naming a warning or an
+    error. Progress bars (carriage-return redraws) and everything else are dropped."""
+
+    def __init__(self, log: Callable[[str], None], stream: str = "stdout", indent: str = "    "):
+        self.log = log
+        self.stream = stream
+        self.indent = indent
+        self._buf = ""
+        self._spent: dict[str, list[float]] = {}
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        *lines, self._buf = re.split(r"\r\n|\n", self._buf)
+        for line in lines:
+            self._line(line.rsplit("\r", 1)[-1])  # a bar redraw keeps only its last state
+        return len(text)
+
+    def flush(self) -> None:  # papermill flushes after every message; lines are kept whole
+        pass
+
+    def close(self) -> None:
+        if self._buf:
+            self._line(self._buf.rsplit("\r", 1)[-1])
+        self._buf = ""
+
+    def _line(self, line: str) -> None:
+        line = line.rstrip()
+        m = EPOCH_LINE.match(line)
+        if m:
+            k, n = int(m["k"]), int(m["n"])
+            spent = self._spent.setdefault(m["run"], [])
+            spent.append(float(m["s"]))
+            left = (n - k) * sum(spent) / len(spent)
+            self.log(f"{self.indent}{line}" + (f" ETA {_eta(left)}" if k < n else ""))
+        elif RESUME_LINE.match(line):
+            self.log(f"{self.indent}{line}")
+        elif self.stream == "stderr" and ALERT_LINE.search(line):
+            self.log(f"{self.indent}[stderr] {line}")
+
+
+# ---------------------------------------------------------------- the index
+
+
+def _figure_state(fig_dir: Path) -> dict[str, int]:
+    if not fig_dir.is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in fig_dir.iterdir() if p.suffix == ".png"}
+
+
+def _written(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    return sorted(Path(k).stem for k, v in after.items() if before.get(k) != v)
+
+
 def write_index(
     outputs_dir: str | Path,
     results: Sequence[JobResult],
     figures_dir: str | Path,
     preset: str,
     seconds: float | None = None,
+    pending: Sequence[Job] = (),
+    running: Job | None = None,
+    since: float | None = None,
 ) -> Path:
     """``outputs_dir/index.html``: each executed notebook's HTML and the figure thumbnails
-    (links relative to the index, so the folder tree can be moved or served as is)."""
+    (links relative to the index, so the folder tree can be moved or served as is).
+
+    ``running`` is listed as running and ``pending`` as pending while the study runs (or as
+    ``not run`` when it has ended: ``seconds`` given). Figures last written before ``since``
+    (a ``time.time()``) are captioned as older than this study.
+    """
     out = Path(outputs_dir)
     fig_dir = Path(figures_dir)
+    finished = seconds is not None
 
     def rel(p: Path) -> str:
         return html.escape(Path(os.path.relpath(p, out)).as_posix(), quote=True)
@@ -234,22 +333,41 @@ def write_index(
     for r in results:
         link = (
             f'<a href="{rel(r.html)}">{html.escape(r.job.name)}</a>'
-            if r.html
+            if r.html and r.html.exists()
             else html.escape(r.job.name)
         )
         nb = f'<a href="{rel(r.output)}">.ipynb</a>' if r.output and r.output.exists() else ""
         err = f"<pre>{html.escape(r.error)}</pre>" if r.error else ""
+        figs_w = html.escape(", ".join(r.figures))
         rows.append(
             f'<tr class="{r.status}"><td>{link}</td><td>{nb}</td><td>{r.status}</td>'
-            f"<td>{r.seconds:.1f} s</td><td>{err}</td></tr>"
+            f"<td>{r.seconds:.1f} s</td><td>{figs_w}</td><td>{err}</td></tr>"
+        )
+    waiting = ([running] if running is not None else []) + list(pending)
+    for job in waiting:
+        status = "running" if job is running and not finished else (
+            "not run" if finished else "pending")
+        rows.append(
+            f'<tr class="{status.replace(" ", "-")}"><td>{html.escape(job.name)}</td><td></td>'
+            f"<td>{status}</td><td></td><td></td><td></td></tr>"
         )
     figs = sorted(fig_dir.glob("*.png")) if fig_dir.is_dir() else []
+
+    def caption(p: Path) -> str:
+        old = since is not None and p.stat().st_mtime < since
+        return html.escape(p.stem) + (" <em>(from an earlier study)</em>" if old else "")
+
     thumbs = "\n".join(
         f'<figure><a href="{rel(p)}"><img src="{rel(p)}" alt="{html.escape(p.stem)}"></a>'
-        f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+        f"<figcaption>{caption(p)}</figcaption></figure>"
         for p in figs
     )
-    total = f" in {seconds:.0f} s" if seconds is not None else ""
+    if finished:
+        ok = all(r.status == "ok" for r in results) and not waiting
+        state = "finished" if ok else "did not finish"
+        total = f"; study {state} in {seconds:.0f} s"
+    else:
+        total = "; <strong>study in progress</strong> (this page is rewritten as it goes)"
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>PSPNet study: {html.escape(preset)}</title>
@@ -257,14 +375,18 @@ def write_index(
 body {{ font-family: sans-serif; margin: 2em; }}
 table {{ border-collapse: collapse; }}
 td, th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; }}
-tr.failed td {{ background: #fdd; }} pre {{ white-space: pre-wrap; margin: 0; }}
+tr.failed td, tr.interrupted td {{ background: #fdd; }}
+tr.not-run td, tr.pending td {{ color: #888; }} tr.running td {{ background: #ffd; }}
+pre {{ white-space: pre-wrap; margin: 0; }}
 figure {{ display: inline-block; margin: 6px; text-align: center; }}
 figure img {{ max-width: 260px; max-height: 200px; border: 1px solid #ccc; }}
 </style></head><body>
 <h1>PSPNet study &mdash; preset <code>{html.escape(preset)}</code></h1>
-<p>{len(results)} notebook run(s){total}; generated by <code>python -m pspnet_core.study</code>.</p>
+<p>{len(results)} of {len(results) + len(waiting)} notebook run(s) executed{total};
+generated by <code>pspnet-study</code> (<code>python -m pspnet_core.study</code>).</p>
 <h2>Executed notebooks</h2>
-<table><tr><th>notebook</th><th></th><th>status</th><th>time</th><th>error</th></tr>
+<table><tr><th>notebook</th><th></th><th>status</th><th>time</th><th>figures written</th>
+<th>error</th></tr>
 {chr(10).join(rows)}
 </table>
 <h2>Figures ({len(figs)})</h2>
@@ -274,6 +396,39 @@ figure img {{ max-width: 260px; max-height: 200px; border: 1px solid #ccc; }}
     target = out / "index.html"
     atomic_write_text(target, page)
     return target
+
+
+def summary_table(results: Sequence[JobResult], pending: Sequence[Job] = ()) -> str:
+    """The closing table on the terminal: notebook, status, time, figures written."""
+    rows = [("notebook", "status", "time", "figures written")]
+    for r in results:
+        figs = ", ".join(r.figures)
+        figs = f"{len(r.figures)}" + (f" ({figs})" if figs else "")
+        rows.append((r.job.name, r.status, f"{r.seconds:.1f} s", figs))
+    rows += [(j.name, "not run", "", "") for j in pending]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  " + "-" * len(rows[0][3]))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _remove(*paths: Path) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _kernel_config(ipc_dir: Path):
+    """nbclient config: the kernel talks over IPC sockets in ``ipc_dir`` (no TCP, so no
+    "Kernel is running over TCP without encryption" warning, and no open ports)."""
+    from traitlets.config import Config
+
+    cfg = Config()
+    cfg.KernelManager.transport = "ipc"
+    cfg.KernelManager.ip = str(ipc_dir / "kernel")
+    return cfg
 
 
 def run_study(
@@ -287,15 +442,19 @@ def run_study(
     export_html: bool = True,
     progress_bar: bool = True,
     log: Callable[[str], None] = print,
+    echo: bool = True,
 ) -> StudyResult:
     """Execute the study's notebooks for ``preset`` (a name in params/ or a .yaml path).
 
-    Stops at the first failing notebook; the index is written either way. Returns a
-    :class:`StudyResult` (``.ok``, ``.error``, ``.results``, ``.index``, ``.seconds``).
+    Stops at the first failing notebook; the index is written either way (also when
+    interrupted: the :class:`KeyboardInterrupt` is re-raised after it is written). ``echo``
+    forwards the engine's epoch lines to ``log``. Returns a :class:`StudyResult` (``.ok``,
+    ``.error``, ``.results``, ``.index``, ``.seconds``).
     """
     import papermill as pm
 
     t0 = time.perf_counter()
+    since = time.time()
     name, value, default_figs = _preset(preset, overrides)
     nb_dir = Path(notebooks_dir).resolve()
     out_dir = Path(outputs_dir) if outputs_dir is not None else resolve("outputs") / name
@@ -305,56 +464,98 @@ def run_study(
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"study: preset {name!r}, {len(jobs)} notebook run(s), kernel {kernel_name!r} -> {out_dir}")
     results: list[JobResult] = []
-    for i, job in enumerate(jobs, 1):
-        params: dict[str, Any] = {"preset": value, **job.parameters}
-        if overrides:
-            params["overrides"] = dict(overrides)
-        output = out_dir / f"{job.name}.ipynb"
-        extra = " ".join(f"{k}={v}" for k, v in job.parameters.items())
-        log(f"[{i}/{len(jobs)}] {job.notebook.name} {extra}".rstrip() + " ...")
-        t = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(job.notebook),
-                str(output),
-                parameters=params,
-                kernel_name=kernel_name,
-                cwd=str(nb_dir),
-                progress_bar=progress_bar,
-                request_save_on_cell_execute=True,
-            )
-            status, error = "ok", None
-        except Exception as err:  # noqa: BLE001 - reported with the notebook and cell
-            status, error = "failed", _describe_failure(job, output, err)
-        seconds = time.perf_counter() - t
-        page = None
-        if export_html:
+    pending = list(jobs)
+    index: Path | None = None
+    ipc_dir = Path(tempfile.mkdtemp(prefix="pspnet-kernel-"))
+    job: Job | None = None
+    try:
+        while pending:
+            job = pending.pop(0)
+            i = len(results) + 1
+            output = out_dir / f"{job.name}.ipynb"
+            _remove(output.with_suffix(".html"))  # never next to a notebook being rewritten
+            write_index(out_dir, results, fig_dir, name, pending=pending, running=job,
+                        since=since)
+            params: dict[str, Any] = {"preset": value, **job.parameters}
+            if overrides:
+                params["overrides"] = dict(overrides)
+            extra = " ".join(f"{k}={v}" for k, v in job.parameters.items())
+            log(f"[{i}/{len(jobs)}] {job.notebook.name} {extra}".rstrip() + " ...")
+            t = time.perf_counter()
+            before = _figure_state(fig_dir)
+            sinks = (EpochEcho(log, "stdout"), EpochEcho(log, "stderr")) if echo else (None,) * 2
+            status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM) while running"
             try:
-                page = _export_html(output)
-            except Exception as err:  # noqa: BLE001 - an export problem must not hide results
-                log(f"  (HTML export of {output.name} failed: {type(err).__name__}: {err})")
-        results.append(
-            JobResult(job, status, seconds, output if output.exists() else None, page, error)
+                pm.execute_notebook(
+                    str(job.notebook),
+                    str(output),
+                    parameters=params,
+                    kernel_name=kernel_name,
+                    cwd=str(nb_dir),
+                    progress_bar=progress_bar,
+                    request_save_on_cell_execute=True,
+                    stdout_file=sinks[0],
+                    stderr_file=sinks[1],
+                    config=_kernel_config(ipc_dir),
+                )
+                status, error = "ok", None
+            except Exception as err:  # noqa: BLE001 - reported with the notebook and cell
+                status, error = "failed", _describe_failure(job, output, err)
+            finally:
+                for sink in sinks:
+                    if sink is not None:
+                        sink.close()
+                seconds = time.perf_counter() - t
+                result = JobResult(job, status, seconds, output if output.exists() else None,
+                                   None, error, _written(before, _figure_state(fig_dir)))
+                results.append(result)
+                log(f"[{i}/{len(jobs)}] {job.name}: {status} in {seconds:.1f} s")
+            if export_html and status != "interrupted":
+                try:
+                    result.html = _export_html(output)
+                except Exception as err:  # noqa: BLE001 - an export problem must not hide results
+                    log(f"  (HTML export of {output.name} failed: {type(err).__name__}: {err})")
+            job = None
+            if status == "failed":
+                break
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+        if job is not None and not (results and results[-1].job is job):
+            pending.insert(0, job)  # interrupted before it started
+        for job in pending:  # outputs of an earlier study that this one did not reproduce
+            _remove(out_dir / f"{job.name}.html", out_dir / f"{job.name}.ipynb")
+        total = time.perf_counter() - t0
+        index = write_index(out_dir, results, fig_dir, name, total, pending=pending,
+                            since=since)
+        log(summary_table(results, pending))
+        log(f"index: {index}")
+        ok = all(r.status == "ok" for r in results) and not pending
+        log(
+            f"study {'finished' if ok else 'FAILED'}: {len(results)}/{len(jobs)} notebook "
+            f"run(s), total wall time {total:.1f} s"
         )
-        log(f"[{i}/{len(jobs)}] {job.name}: {status} in {seconds:.1f} s")
-        if status == "failed":
-            break
-    total = time.perf_counter() - t0
-    index = write_index(out_dir, results, fig_dir, name, total)
-    log(f"index: {index}")
-    log(
-        f"study {'finished' if all(r.status == 'ok' for r in results) else 'FAILED'}: "
-        f"{len(results)}/{len(jobs)} notebook run(s), total wall time {total:.1f} s"
-    )
     return StudyResult(name, results, index, total)
 
 
 # ---------------------------------------------------------------- command line
 
 
+def _terminal_log(line: str) -> None:
+    """Print above papermill's progress bar (tqdm clears and redraws it)."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    prog = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
-        prog="python -m pspnet_core.study",
+        prog=prog if prog == "pspnet-study" else "python -m pspnet_core.study",
         description="Rerun the study: execute every notebook with papermill, export HTML, "
         "write outputs/<preset>/index.html.",
     )
@@ -384,6 +585,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _sigterm)  # a kill also ends with a truthful index
+    except ValueError:  # not the main thread
+        previous = None
     try:
         result = run_study(
             args.params,
@@ -392,11 +598,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides=overrides or None,
             export_html=not args.no_html,
             progress_bar=not args.no_progress,
-            log=lambda s: print(s, flush=True),
+            log=_terminal_log,
         )
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; outputs/ marks the notebook as interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not result.ok:
         print(f"error: {result.error}", file=sys.stderr)
         return 1

@@ -1,9 +1,10 @@
 """Command line: train runs into the run store, or list them.
 
-    python -m pspnet_core.train --params smoke --run sgd_mix      # train (or return if done)
-    python -m pspnet_core.train --params smoke --run all          # every run of the preset
-    python -m pspnet_core.train --params smoke --list             # status of every run
-    python -m pspnet_core.train --params smoke --run sgd_mix --set train.epochs=2 --set seed=1
+    python -m pspnet_core.train --params smoke --run sgd_mix      # every seed (or return if done)
+    python -m pspnet_core.train --params smoke --run all          # every (run, seed) of the preset
+    python -m pspnet_core.train --params smoke --run sgd_mix --seed 1   # one seed of the preset
+    python -m pspnet_core.train --params smoke --list             # the run x seed grid
+    python -m pspnet_core.train --params smoke --run sgd_mix --set train.epochs=2 --set seeds=[5]
     python -m pspnet_core.train --params smoke sgd_mix adam_mix   # run names also positional
     torchrun --nproc_per_node 2 -m pspnet_core.train --params paper sgd_mix   # DDP
 
@@ -11,7 +12,10 @@ Under torchrun give run names positionally: torchrun's own parser rejects ``--ru
 ambiguous abbreviation of its ``--run-path``.
 
 ``--set key=value`` values are parsed as YAML (``2`` int, ``0.5`` float, ``true`` bool, ``null``).
-A finished run returns at once and prints where it is; an interrupted one resumes.
+Every run is trained once per seed of the preset's ``seeds`` (each in its own folder
+``<run>-s<seed>-<hash>``), seed by seed: all runs of the first seed, then the next; ``--seed``
+(repeatable) picks some of them. A finished run returns at once and prints where it is; an
+interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", metavar="RUN", help="run names (same as --run)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, dotted key, YAML value (repeatable)")
-    p.add_argument("--list", action="store_true", help="list the preset's runs and their status")
+    p.add_argument("--seed", action="append", type=int, default=[],
+                   help="only this seed of the preset's seeds (repeatable; default: all)")
+    p.add_argument("--list", action="store_true",
+                   help="list the preset's run x seed grid and the status of each")
     p.add_argument("--device", default=None, help="override the preset's device (auto/cpu/cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     return p
@@ -63,11 +70,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    seeds = list(dict.fromkeys(args.seed)) or list(cfg.seeds)
+    bad = [s for s in seeds if s not in cfg.seeds]
+    if bad:
+        print(f"error: --seed {bad[0]} is not one of the preset's seeds {list(cfg.seeds)}; "
+              "add it with --set 'seeds=[...]'", file=sys.stderr)
+        return 2
     if args.list:
         table = runs.list_runs(cfg)
-        for row in table.itertuples():
-            r = runs.open_run(resolve_run(cfg, row.run))
-            print(f"{row.run:<18} {r.describe():<26} {row.dir}")
+        for row in table[table["seed"].isin(seeds)].itertuples():
+            r = runs.open_run(resolve_run(cfg, row.run, row.seed))
+            print(f"{row.run:<18} s{row.seed:<4} {r.describe():<26} {row.dir}")
         if not args.run:
             return 0
     if not args.run:
@@ -81,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    for name in names:
-        r = runs.open_run(resolve_run(cfg, name))
+    for seed, name in ((s, n) for s in seeds for n in names):  # the folder name shows the seed
+        r = runs.open_run(resolve_run(cfg, name, seed))
         if r.done:
             if rank0:
                 print(f"{name}: done, {r.dir}")
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             engine.fit(r.run_cfg)
         except USER_ERRORS as err:  # a message that names the file/key and the remedy
-            print(f"error: {name}: {err}", file=sys.stderr)
+            print(f"error: {name} (seed {seed}): {err}", file=sys.stderr)
             return 1
         if rank0:
             state = "done" if r.done else r.describe()

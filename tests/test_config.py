@@ -156,3 +156,36 @@ def test_recipe_version_is_hashed(monkeypatch):
     before = config.run_hash(rc)
     monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
     assert config.run_hash(rc) != before
+
+
+def test_fidelity_switches_in_presets_and_schema():
+    """model.frozen_bn, augment.preset, adam.schedule (docs/method.md#deviations) and the
+    unet_none run: the paper preset states the listing's reading, defaults keep the old code."""
+    paper, smoke = load_params("paper"), load_params("smoke")
+    assert paper.model.frozen_bn == "train" and paper.augment.preset == "paper"
+    assert paper.augment.normalize == "paper" and paper.adam.schedule == "poly"
+    assert paper.adam.poly_power == 0.9
+    assert smoke.augment.preset == "pspnet" and smoke.adam.schedule == "constant"
+    defaults = config.StudyConfig()
+    assert defaults.model.frozen_bn == "train" and defaults.augment.preset == "pspnet"
+    assert defaults.adam.schedule == "constant" and defaults.model.unet_width == 16
+    assert config.DEFAULT_RUNS["unet_none"] == config.RunSpec("voc", "sgd", "none", "unet")
+    for key, value in [("model.frozen_bn", "frozen"), ("augment.preset", "imagenet"),
+                       ("adam.schedule", "step"), ("runs.u", {"arch": "resnet"})]:
+        with pytest.raises(ParamsError, match="is not allowed"):
+            load_params("smoke", {key: value})
+    with pytest.raises(ParamsError, match=r"model\.unet_width: 0 is out of range"):
+        load_params("smoke", {"model.unet_width": 0})
+
+
+def test_fidelity_switches_change_the_hash():
+    def h(run="adam_affine", **over):
+        return run_hash(resolve_run(load_params("smoke", over), run))
+
+    base = h()
+    assert h(**{"model.frozen_bn": "eval"}) != base
+    assert h(**{"augment.preset": "paper"}) != base
+    assert h(**{"adam.schedule": "poly"}) != base
+    unet = resolve_run(load_params("smoke"), "unet_none")
+    pspnet = dataclasses.replace(unet, arch="pspnet")
+    assert run_hash(unet) != run_hash(pspnet)

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from tiny_preset import ROOT, reference, subprocess_env, write_tiny
+from tiny_preset import ROOT, subprocess_env, write_tiny
 from torch import nn
 
-from pspnet_core import data, engine, runs
+from pspnet_core import analysis, data, engine, runs
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.model import build_model
@@ -33,6 +33,43 @@ class Tiny(nn.Module):
         if self.fill is not None:
             main = main * 0 + self.fill
         return main, (self.aux(x) if with_aux else None)
+
+
+class NaNAfter(Tiny):
+    """Tiny whose main logits turn NaN from training forward ``after + 1`` on (a diverged model):
+    what a too-high learning rate does, reaching the real loss (``losses.total_loss``)."""
+
+    def __init__(self, k: int, after: int):
+        super().__init__(k)
+        self.after, self.train_steps = after, 0
+
+    def forward(self, x, with_aux=None):
+        main, aux = super().forward(x, with_aux)
+        if self.training:
+            self.train_steps += 1
+            if self.train_steps > self.after:
+                main = main * float("nan")
+        return main, aux
+
+
+class FromInput(nn.Module):
+    """Logits read off the input: channel 0 holds the predicted class (K > 1) or the logit
+    (K = 1), so a test states its prediction pixel by pixel."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+        self.p = nn.Parameter(torch.zeros(()))  # a device to find
+
+    def forward(self, x, with_aux=None):
+        if self.k == 1:
+            return x[:, :1] + self.p, None
+        return nn.functional.one_hot(x[:, 0].long(), self.k).permute(0, 3, 1, 2).float() * 20, None
+
+
+def rows(values) -> torch.Tensor:
+    """A (1, 3, 1, W) 'image' whose channel 0 is ``values``."""
+    return torch.tensor(values, dtype=torch.float32).view(1, 1, 1, -1).expand(1, 3, 1, -1)
 
 
 def tiny_cfg(tmp_path, run="sgd_mix", **sections):
@@ -109,6 +146,22 @@ def test_adam_lr_is_constant(tmp_path):
     assert opt.param_groups[0]["lr"] == rc.optim.lr
 
 
+def test_adam_poly_schedule_steps_per_epoch(tmp_path):
+    """adam.schedule: poly is the SGD listing's LambdaLR, (1 - epoch/E) ** adam.poly_power."""
+    rc = tiny_cfg(tmp_path, "adam_none", adam={"lr": 0.01, "schedule": "poly"},
+                  train={"epochs": 4})
+    opt = engine.build_optimizer(Tiny(21), rc)
+    sched, per_iter = engine.build_scheduler(opt, rc, iters_per_epoch=5)
+    assert not per_iter
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01 * (1 - t / 4) ** 0.9 for t in range(4)], rel=1e-12)
+    assert rc.optim.poly_power == 0.9
+
+
 def test_train_epoch_with_mix_is_reproducible_and_uses_mixed_loss(tmp_path):
     rc = tiny_cfg(tmp_path)
 
@@ -130,37 +183,51 @@ def test_train_epoch_with_mix_is_reproducible_and_uses_mixed_loss(tmp_path):
     assert a["train_total_loss"] > a["train_loss"] > 0  # + 0.4 * aux
 
 
-def test_evaluate_perfect_and_leaf(tmp_path):
+def test_evaluate_against_hand_counts(tmp_path):
+    """mIoU / pixel accuracy / Dice / IoU from one confusion matrix summed over all batches,
+    checked against numbers counted by hand."""
+    cpu = torch.device("cpu")
     rc = tiny_cfg(tmp_path)
-    k = 21
+    k = rc.num_classes
+    # VOC, two batches of one 1x4 / 1x3 image (255 = ignore):
+    #   label 0 0 1 1 | pred 0 1 1 1        label 2 2 255 | pred 0 2 2
+    # class 0: TP 1, FN 1, FP 1 -> 1/3; class 1: TP 2, FP 1 -> 2/3; class 2: TP 1, FN 1 -> 1/2;
+    # the other 18 classes are absent (no label, no prediction) and do not count
+    # pixel accuracy: 4 right of the 6 counted pixels (the ignore pixel is skipped)
+    loader = [(rows([0, 1, 1, 1]), torch.tensor([[[0, 0, 1, 1]]])),
+              (rows([0, 2, 2]), torch.tensor([[[2, 2, 255]]]))]
+    out = engine.evaluate(FromInput(k), loader, rc, cpu, quiet=True)
+    assert out["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3, abs=1e-12)
+    assert out["pixel_acc"] == pytest.approx(4 / 6, abs=1e-12)
+    # a perfect prediction
+    perfect = [(rows([0, 0, 1, 1]), torch.tensor([[[0, 0, 1, 1]]]))]
+    out = engine.evaluate(FromInput(k), perfect, rc, cpu, quiet=True)
+    assert out["miou"] == 1.0 and out["pixel_acc"] == 1.0 and out["loss"] < 1e-6
+    # held-out loss: the mean over images of per-image losses (not over batches or pixels)
     model = Tiny(k)
     loader = batches(k)
-    # a model that predicts the label exactly: mIoU and pixel accuracy 1
-    perfect = [(x, y) for x, y in loader]
-
-    class Oracle(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.p = nn.Parameter(torch.zeros(()))
-            self.targets = iter([y for _, y in perfect])
-
-        def forward(self, x, with_aux=None):
-            y = next(self.targets).clone()
-            y[y == 255] = 0
-            return torch.nn.functional.one_hot(y, k).permute(0, 3, 1, 2).float() * 20, None
-
-    out = engine.evaluate(Oracle(), perfect, rc, torch.device("cpu"), quiet=True)
-    assert out["miou"] == 1.0 and out["pixel_acc"] == 1.0 and out["loss"] < 1e-6
-    out = engine.evaluate(model, loader, rc, torch.device("cpu"), quiet=True)
+    out = engine.evaluate(model, loader, rc, cpu, quiet=True)
     with torch.no_grad():
         per = torch.cat([segmentation_loss(model(x, False)[0], y, reduction="per_image")
                          for x, y in loader])
     assert out["loss"] == pytest.approx(float(per.mean()), rel=1e-5)
-    assert 0 <= out["miou"] <= 1 and not model.training
+    assert not model.training
+    # leaf (K = 1), logit > 0 is disease, two batches:
+    #   label 1 1 1 0 | logit + + - +      label 0 | logit -
+    # TP 2, FN 1, FP 1, TN 1: Dice 2*2/(4+1+1) = 2/3, IoU 2/(2+1+1) = 1/2, pixel acc 3/5
     leaf = tiny_cfg(tmp_path, "leaf_sgd_affine")
-    out = engine.evaluate(Tiny(1), batches(1, leaf=True), leaf, torch.device("cpu"), quiet=True)
+    assert leaf.num_classes == 1
+    loader = [(rows([2.0, 2.0, -2.0, 2.0]), torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])),
+              (rows([-2.0]), torch.tensor([[[0.0]]]))]
+    out = engine.evaluate(FromInput(1), loader, leaf, cpu, quiet=True)
     assert set(out) == {"loss", "dice", "iou", "pixel_acc"}
-    assert 0 <= out["iou"] <= out["dice"] <= 1
+    assert out["dice"] == pytest.approx(2 / 3, abs=1e-12)
+    assert out["iou"] == pytest.approx(1 / 2, abs=1e-12)
+    assert out["pixel_acc"] == pytest.approx(3 / 5, abs=1e-12)
+    # BCE with logits +-2: right pixels log(1 + e^-2), wrong ones log(1 + e^2); image 1 has
+    # 2 wrong of 4, image 2 none wrong
+    right, wrong = math.log1p(math.exp(-2)), math.log1p(math.exp(2))
+    assert out["loss"] == pytest.approx(((2 * right + 2 * wrong) / 4 + right) / 2, rel=1e-5)
 
 
 def test_bf16_channels_last_step_on_pspnet(tmp_path):
@@ -171,7 +238,7 @@ def test_bf16_channels_last_step_on_pspnet(tmp_path):
     loader = batches(21, n=1, b=2, size=65)
     out = engine.train_one_epoch(model, loader, opt, rc, torch.device("cpu"), 1, quiet=True)
     assert math.isfinite(out["train_loss"])
-    logits = engine.predict(model, loader[0][0], "bf16", channels_last=True)
+    logits = analysis.predict(model, loader[0][0], "bf16", channels_last=True)
     assert logits.dtype == torch.float32 and logits.shape == (2, 21, 65, 65)
     assert not model.training
 
@@ -184,35 +251,23 @@ def test_non_finite_loss_names_epoch_and_step(tmp_path):
         engine.train_one_epoch(model, batches(21), opt, rc, torch.device("cpu"), 4, quiet=True)
 
 
-def test_fit_non_finite_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    """Epoch 1 trains (tiny stand-in model), epoch 2's first step is NaN: error, epoch-1 state."""
-    import pspnet_core.model as model_mod
-
-    monkeypatch.setattr(model_mod, "build_model", lambda cfg, k: Tiny(k))
-    calls = {"n": 0}
-    real = engine._losses
-
-    def losses(outputs, target, w):
-        calls["n"] += 1
-        main, total = real(outputs, target, w)
-        return (main, total * float("nan")) if calls["n"] == 3 else (main, total)
-
-    monkeypatch.setattr(engine, "_losses", losses)
+@pytest.mark.slow
+def test_fit_non_finite_keeps_last_good_checkpoint(tmp_path):
+    """Epoch 1 trains (2 steps of a tiny stand-in model), then the model diverges: epoch 2's
+    first step is NaN -> an error naming epoch 2, step 1; the epoch-1 checkpoint is kept."""
     rc = tiny_cfg(tmp_path)
     with pytest.raises(engine.NonFiniteLossError, match="epoch 2, step 1"):
-        engine.fit(rc)
+        engine.fit(rc, build_model=lambda cfg, k: NaNAfter(k, after=2))
     run = runs.open_run(rc)
     assert run.status == "partial" and not run.done
     assert run.checkpoint()["epoch"] == 1 and list(run.history["epoch"]) == [1]
     assert all(math.isfinite(v.float().sum()) for v in run.checkpoint()["model"].values())
 
 
-def test_leaf_history_columns(tmp_path, monkeypatch):
-    import pspnet_core.model as model_mod
-
-    monkeypatch.setattr(model_mod, "build_model", lambda cfg, k: Tiny(k))
+@pytest.mark.slow
+def test_leaf_history_columns(tmp_path):
     rc = tiny_cfg(tmp_path, "leaf_sgd_affine")
-    hist = engine.fit(rc)
+    hist = engine.fit(rc, build_model=lambda cfg, k: Tiny(k))
     assert list(hist.columns) == ["epoch", "train_loss", "train_total_loss", "heldout_loss",
                                   "heldout_dice", "heldout_iou", "heldout_pixel_acc", "lr",
                                   "seconds"]
@@ -223,27 +278,27 @@ def test_leaf_history_columns(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_per_image_losses(tmp_path_factory):
-    _, _, run = reference(tmp_path_factory)
-    df = engine.per_image_losses(run, "train", n=3, seed=5, device="cpu")
+def test_per_image_losses(reference_run):
+    _, _, run = reference_run
+    df = analysis.per_image_losses(run, "train", n=3, seed=5, device="cpu")
     assert list(df.columns) == ["index", "id", "loss"] and len(df) == 3
-    assert df.equals(engine.per_image_losses(run, "train", n=3, seed=5, device="cpu"))
+    assert df.equals(analysis.per_image_losses(run, "train", n=3, seed=5, device="cpu"))
     ds = data.build_eval_dataset(run.run_cfg, "train")
     assert list(df["id"]) == [ds.ids[i] for i in df["index"]]
     # recompute one by hand
     i = int(df["index"].iloc[0])
     x, y = ds[i]
-    logits = engine.predict(run.load_model(), x)
+    logits = analysis.predict(run.load_model(), x)
     want = float(segmentation_loss(logits, y[None], reduction="per_image")[0])
     assert df["loss"].iloc[0] == pytest.approx(want, rel=1e-5)
-    held = engine.per_image_losses(run, "heldout", n=100, seed=0, device="cpu")
+    held = analysis.per_image_losses(run, "heldout", n=100, seed=0, device="cpu")
     assert len(held) == run.run_cfg.data.n_heldout  # capped at the dataset size
     assert held["loss"].notna().all()
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes_write_one_history(tmp_path_factory, tmp_path):
-    ref_home, _, _ = reference(tmp_path_factory)
+def test_ddp_two_cpu_processes_write_one_history(reference_run, tmp_path):
+    ref_home, _, _ = reference_run
     params = write_tiny(tmp_path, data_root=ref_home / "data", train={"batch_size": 4})
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

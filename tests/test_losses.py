@@ -1,4 +1,5 @@
-"""Losses (PAPER.md section 2): the mixed loss equals eq. (3) on explicitly blended one-hot maps."""
+"""Losses (docs/method.md#loss): the mixed loss equals eq. (3) on explicitly blended one-hot
+maps."""
 
 from __future__ import annotations
 

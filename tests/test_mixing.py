@@ -1,4 +1,4 @@
-"""Mixup / CutMix (PAPER.md section 4): seeded, vectorized, non-square, clipped boxes."""
+"""Mixup / CutMix (docs/method.md#augmentation): seeded, vectorized, non-square, clipped boxes."""
 
 from __future__ import annotations
 
@@ -65,20 +65,44 @@ def test_lam_is_uniform_per_sample():
     assert (hist - 0.1).abs().max() < 0.03
 
 
+def expected_boxes(b: int, h: int, w: int, seed: int):
+    """The boxes eq. (5) asks for, from the same seeded draws cutmix makes (perm, then b, cy,
+    cx): side (1 - b) * H by (1 - b) * W, centred at (cy, cx) uniform in the image, edges
+    rounded and clipped to the image. Returns (perm, side fraction, box (B, H, W))."""
+    g = gen(seed)
+    perm = torch.randperm(b, generator=g)
+    side = 1 - torch.rand(b, generator=g)
+    cy, cx = torch.rand(b, generator=g) * h, torch.rand(b, generator=g) * w
+    box = torch.zeros(b, h, w, dtype=torch.bool)
+    for i in range(b):
+        y0 = min(max(round(float(cy[i] - side[i] * h / 2)), 0), h)
+        y1 = min(max(round(float(cy[i] + side[i] * h / 2)), 0), h)
+        x0 = min(max(round(float(cx[i] - side[i] * w / 2)), 0), w)
+        x1 = min(max(round(float(cx[i] + side[i] * w / 2)), 0), w)
+        box[i, y0:y1, x0:x1] = True
+    return perm, side, box
+
+
 def test_cutmix_pastes_clipped_boxes_with_matching_lam():
     images, targets = batch(b=20)
     mixed, target, kind = cutmix(images, targets, gen(7))
     assert kind == "cutmix" and target.lam.shape == (20, H, W)
+    perm, _, box = expected_boxes(20, H, W, seed=7)
     j = partner(target)
-    box = target.lam == 0
-    # image and lam agree pixel for pixel: inside the box the partner, outside the sample itself
-    expected = torch.where(box[:, None], images[j], images)
-    assert torch.equal(mixed, expected)
-    assert set(target.lam.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(j, perm)
+    # sample i's image holds the value i: inside the box every pixel comes from perm[i],
+    # outside from i itself
     for i in range(20):
-        rows, cols = box[i].any(1), box[i].any(0)
-        assert torch.equal(box[i], rows[:, None] & cols[None, :])  # a rectangle
-        if rows.any() and j[i] != i:
+        assert (mixed[i][:, box[i]] == perm[i]).all(), i
+        assert (mixed[i][:, ~box[i]] == i).all(), i
+    # lam is the weight of the sample's own labels: 0 in the box, 1 outside, so its mean is
+    # 1 - the box's share of the image
+    assert torch.equal(target.lam, (~box).float())
+    area = box.flatten(1).float().mean(1)
+    assert torch.allclose(target.lam.flatten(1).mean(1), 1 - area)
+    assert (area > 0).any() and (area < 1).all()
+    for i in range(20):
+        if box[i].any() and j[i] != i:
             # the rendered label image shows the partner's labels (ignore included) in the box
             label = mixed_label_image(target)[i]
             assert torch.equal(label[box[i]], targets[j[i]][box[i]])
@@ -86,22 +110,35 @@ def test_cutmix_pastes_clipped_boxes_with_matching_lam():
 
 
 def test_cutmix_box_sides_follow_height_and_width():
-    images, targets = batch(b=2000, h=40, w=120)
-    _, target, _ = cutmix(images, targets, gen(11))
+    b, h, w = 2000, 40, 120
+    images, targets = batch(b=b, h=h, w=w)
+    mixed, target, _ = cutmix(images, targets, gen(11))
+    perm, side, want = expected_boxes(b, h, w, seed=11)
     box = target.lam == 0
-    h = box.any(2).sum(1).float()  # box height per sample
-    w = box.any(1).sum(1).float()
-    inner = box.any(2)[:, 0].logical_not() & box.any(2)[:, -1].logical_not()
-    inner &= box.any(1)[:, 0].logical_not() & box.any(1)[:, -1].logical_not()
-    inner &= h > 0
-    assert inner.sum() > 50 and (~inner).sum() > 50  # both unclipped and clipped boxes occur
-    # unclipped boxes: the same fraction (1 - b) of each side (a swapped H/W fails this)
-    assert ((h[inner] / 40 - w[inner] / 120).abs() <= 1.5 / 40).all()
-    # clipped boxes stay inside the image and are smaller than their unclipped side
-    assert box.shape == (2000, 40, 120)
+    assert torch.equal(box, want)  # side (1 - b) * H by (1 - b) * W, rounded, clipped
+    # the pasted pixels are exactly the box (where the partner is another sample)
+    other = perm != torch.arange(b)
+    from_partner = mixed[:, 0] == perm.view(-1, 1, 1).float()
+    assert torch.equal(from_partner[other], box[other])
+    rows = box.any(2)  # (B, H): rows the box covers
+    cols = box.any(1)  # (B, W)
+    assert torch.equal(box, rows[:, :, None] & cols[:, None, :])  # rectangles
+    bh, bw = rows.sum(1).float(), cols.sum(1).float()
+    inner = ~(rows[:, 0] | rows[:, -1] | cols[:, 0] | cols[:, -1]) & (bh > 0)
+    clipped = (rows[:, 0] | rows[:, -1] | cols[:, 0] | cols[:, -1]) & (bh > 0)
+    assert inner.sum() > 50 and clipped.sum() > 50  # both kinds occur
+    # unclipped boxes: side (1 - b) of each image side, up to the rounding of two edges
+    assert ((bh[inner] - side[inner] * h).abs() <= 1).all()
+    assert ((bw[inner] - side[inner] * w).abs() <= 1).all()
+    # clipped boxes are cut by the border: never larger than their unclipped side
+    assert (bh[clipped] <= side[clipped] * h + 1).all()
+    assert (bw[clipped] <= side[clipped] * w + 1).all()
+    shrunk = (bh < side * h - 1) | (bw < side * w - 1)
+    assert shrunk[clipped].sum() > 50 and not shrunk[inner].any()
+    # b ~ U(0, 1): the side fraction is uniform, E = 1/2; clipping only shrinks the area
+    assert side.mean().item() == pytest.approx(0.5, abs=0.03)
     area = box.flatten(1).float().mean(1)
-    # E[area fraction] with side (1-b), b ~ U(0,1): E[(1-b)^2] = 1/3 before clipping
-    assert 0.12 < area.mean().item() < 1 / 3
+    assert 0.12 < area.mean().item() < 1 / 3  # E[(1 - b)^2] = 1/3 before clipping
 
 
 def test_float_targets_are_blended_maps():

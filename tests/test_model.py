@@ -1,4 +1,4 @@
-"""PSPNet (PAPER.md section 1): shapes, batch 1, frozen backbone, weights loading."""
+"""PSPNet (docs/method.md#model): shapes, batch 1, frozen backbone, weights loading."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def net() -> PSPNet:
     return PSPNet(num_classes=21)
 
 
-def frozen_net() -> PSPNet:
+def frozen_net(frozen_bn: str = "eval") -> PSPNet:
     with pytest.warns(UserWarning, match="randomly initialized"):
-        return PSPNet(num_classes=21, freeze_backbone=True)
+        return PSPNet(num_classes=21, freeze_backbone=True, frozen_bn=frozen_bn)
 
 
 def test_473_gives_2048x60x60_feature_map(net):
@@ -203,3 +203,68 @@ def test_local_checkpoint_dict_and_build_model(tmp_path):
     assert not m.layer3[0].conv1.weight.requires_grad
     with pytest.raises(FileNotFoundError, match="does not exist"):
         PSPNet(weights=tmp_path / "missing.pth")
+
+
+# ---------------------------------------------------------------- model.frozen_bn: train | eval
+
+
+def paper_model_cfg(**changes) -> ModelConfig:
+    """The `paper` preset's model section, offline (no ImageNet weights in tests)."""
+    from pspnet_core.config import load_params
+
+    cfg = load_params("paper", {"model.weights": None, **changes}).model
+    assert cfg.freeze_backbone and cfg.weights is None
+    return cfg
+
+
+def backbone_bns(m: PSPNet) -> list[nn.BatchNorm2d]:
+    layers = (m.layer1, m.layer2, m.layer3, m.layer4)
+    return [b for layer in layers for b in layer.modules() if isinstance(b, nn.BatchNorm2d)]
+
+
+def test_paper_preset_frozen_bn_train_uses_batch_statistics():
+    """The listing: requires_grad=False, then model.train(): frozen BNs are in training mode
+    and their running statistics move with every forward pass (gamma/beta stay frozen)."""
+    cfg = paper_model_cfg()
+    assert cfg.frozen_bn == "train"
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="randomly initialized"):
+        m = build_model(cfg, 21)
+    m.train()
+    bns = backbone_bns(m)
+    assert len(bns) == 52 and all(b.training and not b.weight.requires_grad for b in bns)
+    before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("layer")}
+    with torch.no_grad():
+        m(torch.randn(2, 3, 65, 65))
+    after = m.state_dict()
+    for key in ("layer1.0.bn1.running_mean", "layer2.1.bn2.running_var",
+                "layer4.2.bn3.running_mean"):
+        assert not torch.equal(before[key], after[key]), key
+    assert all(torch.equal(before[k], after[k]) for k in before if k.endswith((".weight", ".bias")))
+    m.eval()
+    assert not any(b.training for b in bns)
+
+
+def test_paper_preset_frozen_bn_eval_keeps_statistics():
+    cfg = paper_model_cfg(**{"model.frozen_bn": "eval"})
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="randomly initialized"):
+        m = build_model(cfg, 21)
+    m.train()
+    assert not any(b.training for b in backbone_bns(m)) and m.stem[0][1].training
+    before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith("layer")}
+    with torch.no_grad():
+        m(torch.randn(2, 3, 65, 65))
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # bit-identical
+    with pytest.raises(ValueError, match="frozen_bn"):
+        PSPNet(num_classes=2, frozen_bn="fixed")
+
+
+def test_build_model_dispatches_on_arch():
+    from pspnet_core.unet import UNet
+
+    assert isinstance(build_model(ModelConfig(unet_width=4), 3, arch="unet"), UNet)
+    assert build_model(ModelConfig(unet_width=4), 3, arch="unet").width == 4
+    with pytest.raises(ValueError, match="arch"):
+        build_model(ModelConfig(), 3, arch="deeplab")

@@ -8,12 +8,13 @@ import pytest
 from matplotlib.figure import Figure
 
 from pspnet_core import plots
+from pspnet_core.data.voc import voc_colormap
 
 RNG = np.random.default_rng(0)
 
 
 def test_palette_and_colorize():
-    cmap = plots.voc_palette()
+    cmap = voc_colormap()
     assert cmap.shape == (256, 3) and cmap.dtype == np.uint8
     assert tuple(cmap[1]) == (128, 0, 0) and tuple(cmap[255]) == (224, 224, 192)
     lab = np.array([[0, 1], [255, 15]])
@@ -27,6 +28,7 @@ def test_color_for():
     assert plots.color_for("sgd_none") == "tab:green"
     assert plots.color_for("affine") == "tab:blue"
     assert plots.color_for("adam_mix") == "tab:red"
+    assert plots.color_for("unet_none") == plots.AUGMENT_COLORS["unet"] == "dimgray"
 
 
 def test_save_figure_atomic(tmp_path):
@@ -87,6 +89,41 @@ def test_learning_curves():
     assert len(ax_loss.lines) == 6 and len(ax_metric.lines) == 3
     styles = {(line.get_color(), line.get_linestyle()) for line in ax_loss.lines}
     assert ("tab:green", "-") in styles and ("tab:red", "--") in styles
+    assert not ax_loss.collections  # one seed: no band
+
+
+def test_learning_curves_with_seeds():
+    def h(s, n=4):
+        rng = np.random.default_rng(s)
+        return pd.DataFrame({
+            "epoch": np.arange(1, n + 1),
+            "train_loss": 2.0 * 0.7 ** np.arange(n) + rng.normal(0, 0.05, n),
+            "heldout_loss": 1.5 + rng.normal(0, 0.1, n),
+            "heldout_miou": 0.2 + rng.normal(0, 0.02, n),
+        })
+
+    seeds = [h(0), h(1), h(2, n=3)]  # the third seed stopped after 3 epochs
+    fig = plots.learning_curves({"mix": seeds, "unet_none": {0: h(3), 1: h(4)}, "none": h(5)})
+    ax_loss, ax_metric = fig.axes[:2]
+    # mix: 3 thin + 1 mean per loss; unet: 2 thin + 1 mean; none: mean only
+    assert len(ax_loss.lines) == 2 * (4 + 3 + 1) and len(ax_metric.lines) == 4 + 3 + 1
+    assert len(ax_loss.collections) == 4 and len(ax_metric.collections) == 2  # bands
+    means = [ln for ln in ax_loss.lines if not ln.get_label().startswith("_")]
+    assert {(ln.get_color(), ln.get_linestyle()) for ln in means} == {
+        (c, st) for c in ("tab:red", "dimgray", "tab:green") for st in ("-", "--")}
+    mix_train = next(ln for ln in means if ln.get_label() == "mix train (3 seeds)")
+    want = [np.mean([s["train_loss"].iloc[i] for s in seeds if len(s) > i]) for i in range(4)]
+    assert np.allclose(mix_train.get_ydata(), want)
+    assert "min-max" in fig._suptitle.get_text()
+    # the band is min-max of the seeds at each epoch (one seed at epoch 4)
+    ep, mean, lo, hi, n = plots.seed_spread(seeds, "heldout_loss")
+    vals = np.array([[s["heldout_loss"].iloc[i] for s in seeds] for i in range(3)])
+    assert np.allclose(lo[:3], vals.min(1)) and np.allclose(hi[:3], vals.max(1))
+    assert list(n) == [3, 3, 3, 2] and list(ep) == [1, 2, 3, 4]
+    _, m2, lo2, hi2, _ = plots.seed_spread(seeds, "heldout_loss", band="t95")
+    assert np.allclose(m2, mean) and (lo2 <= mean).all() and (hi2 >= mean).all()
+    with pytest.raises(ValueError, match="band"):
+        plots.seed_spread(seeds, "heldout_loss", band="sd")
 
 
 def test_loss_gallery():

@@ -134,8 +134,17 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
     assert "ValueError: boom in cell two" in err and "raise ValueError" in err
     index = res.index.read_text()
     assert 'class="failed"' in index and "boom in cell two" in index
-    assert "02_fail.html" in index and "03_learning_curves" not in index
+    assert "02_fail.html" in index
+    # the 03 outputs of the first study are not this study's: deleted, listed as not run
+    assert re.search(r"<td>03_learning_curves-sgd</td><td></td><td>not run</td>", index)
+    assert "03_learning_curves-adam.html" not in index
+    assert not list(out.glob("03_learning_curves-*"))
+    assert "fig01_test <em>(from an earlier study)</em>" not in index  # rewritten by 01
     assert "FAILED" in logs[-1]
+    table = "\n".join(logs)
+    assert re.search(r"01_figure +ok +\d+\.\d s +1 \(fig01_test\)", table)
+    assert re.search(r"02_fail +failed +\d+\.\d s +0", table)
+    assert re.search(r"03_learning_curves-adam +not run", table)
 
 
 def test_main_exit_codes(monkeypatch, capsys):
@@ -158,15 +167,18 @@ def test_main_exit_codes(monkeypatch, capsys):
             "03",
             "--only",
             "04,05",
-            "--override",
+            "--set",
             "train.epochs=2",
+            "--override",
+            "sgd.lr=0.5",
             "--kernel",
             "k",
         ]
     )
     assert code == 1 and "02_fail.ipynb" in capsys.readouterr().err
     assert seen["preset"] == "paper" and seen["only"] == ["03", "04,05"]
-    assert seen["overrides"] == {"train.epochs": 2} and seen["kernel"] == "k"
+    # --set and its alias --override fill the same overrides, values read as YAML
+    assert seen["overrides"] == {"train.epochs": 2, "sgd.lr": 0.5} and seen["kernel"] == "k"
     Fake.ok = True
     assert study.main([]) == 0 and seen["preset"] == "smoke"
 
@@ -199,3 +211,111 @@ def test_sanitize_cfg():
     # what must stay comparable is left alone
     stable = "stem (1, 128, 25, 25) 112,448 params, 23 layers, 3 shapes"
     assert clean(stable) == stable
+
+
+# ---------------------------------------------------------------- progress and truthful outputs
+
+EPOCH = "sgd_mix epoch {k}/4: train 1.2000 held-out 1.3000 mIoU 0.100 lr 1.00e-02 ({s}s)"
+
+
+def test_epoch_echo_forwards_epoch_lines_with_eta():
+    logs: list[str] = []
+    echo = study.EpochEcho(logs.append)
+    echo.write("epoch 1 train:  50%|#####     | 1/2 [00:01<00:01]\r")  # a bar redraw: dropped
+    echo.write(EPOCH.format(k=1, s="10.0") + "\n" + EPOCH.format(k=2, s="20.0")[:20])
+    echo.write(EPOCH.format(k=2, s="20.0")[20:] + "\nsome other print\n")
+    echo.write("sgd_mix: resuming after epoch 2 from runs/x\n")
+    echo.write(EPOCH.format(k=4, s="9.0"))
+    echo.close()
+    assert logs == [
+        "    " + EPOCH.format(k=1, s="10.0") + " ETA 30s",
+        "    " + EPOCH.format(k=2, s="20.0") + " ETA 30s",  # 2 left x mean 15 s
+        "    sgd_mix: resuming after epoch 2 from runs/x",
+        "    " + EPOCH.format(k=4, s="9.0"),  # the last epoch: no ETA
+    ]
+    err: list[str] = []
+    echo = study.EpochEcho(err.append, "stderr")
+    echo.write("42%|####  | 5/12\r43%|####  | 6/12\rUserWarning: careful\nplain noise\n")
+    assert err == ["    [stderr] UserWarning: careful"]
+
+
+def test_summary_table():
+    job = study.Job(Path("01_a.ipynb"), "01_a")
+    res = [study.JobResult(job, "ok", 3.25, figures=["fig01_x", "fig02_y"])]
+    text = study.summary_table(res, [study.Job(Path("02_b.ipynb"), "02_b")])
+    lines = text.splitlines()
+    assert lines[0].split() == ["notebook", "status", "time", "figures", "written"]
+    assert lines[2].split() == ["01_a", "ok", "3.2", "s", "2", "(fig01_x,", "fig02_y)"]
+    assert lines[3].split() == ["02_b", "not", "run"]
+
+
+def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path, monkeypatch):
+    """Ctrl-C in the second notebook: the index is rewritten (finally), the interrupted and the
+    never-run notebooks lose their HTML of an earlier study, and the interrupt propagates."""
+    import papermill
+
+    nb_dir, figs = notebooks
+    out = tmp_path / "outputs" / "smoke"
+    out.mkdir(parents=True)
+    names = ["01_figure", "02_fail", "03_learning_curves-sgd", "03_learning_curves-adam"]
+    for name in names:  # an earlier, successful study
+        (out / f"{name}.html").write_text("old")
+        (out / f"{name}.ipynb").write_text("{}")
+    (out / "index.html").write_text("old index: everything ok")
+    seen_index: list[str] = []
+
+    def fake_execute(src, dst, **kw):
+        seen_index.append((out / "index.html").read_text())
+        assert not Path(dst).with_suffix(".html").exists()  # stale HTML gone before it runs
+        assert kw["config"].KernelManager.transport == "ipc"
+        if "02_fail" in src:
+            Path(dst).write_text("half-written")
+            raise KeyboardInterrupt
+        nbformat.write(nbformat.read(src, as_version=4), dst)
+
+    monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=out, figures_dir=figs,
+                        kernel="python3", log=logs.append)
+    assert "<td>02_fail</td><td></td><td>running</td>" in seen_index[1]
+    assert "<td>03_learning_curves-adam</td><td></td><td>pending</td>" in seen_index[1]
+    index = (out / "index.html").read_text()
+    assert '<tr class="ok"><td><a href="01_figure.html">' in index
+    assert re.search(r'<tr class="interrupted"><td>02_fail</td>.*interrupted', index)
+    assert index.count("not run</td>") == 2 and "did not finish" in index
+    assert (out / "01_figure.html").read_text() != "old"  # re-exported
+    assert not (out / "02_fail.html").exists() and (out / "02_fail.ipynb").exists()
+    assert not list(out.glob("03_*"))
+    assert "FAILED" in logs[-1] and any("interrupted" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
+    """A notebook that prints like the engine (tqdm.write per epoch, bars in between): the
+    epoch lines are logged as the cells run; the kernel runs over IPC (no TCP warning)."""
+    nb_dir = tmp_path / "nbs"
+    nb_dir.mkdir()
+    _nb(
+        nb_dir / "01_train.ipynb",
+        "import sys, time\nfrom tqdm import tqdm\n"
+        "for k in (1, 2):\n"
+        "    for _ in tqdm(range(3), file=sys.stderr, desc=f'epoch {k} train'):\n"
+        "        time.sleep(0.01)\n"
+        f"    tqdm.write({EPOCH!r}.format(k=k, s='1.5'))\n"
+        "print('not an epoch line')",
+    )
+    logs: list[str] = []
+    res = study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=tmp_path / "out",
+                          figures_dir=tmp_path / "figs", kernel="python3", progress_bar=False,
+                          export_html=False, log=logs.append)
+    assert res.ok, res.error
+    epoch_lines = [line for line in logs if " epoch " in line]
+    assert epoch_lines == [
+        "    " + EPOCH.format(k=1, s="1.5") + " ETA 4s",
+        "    " + EPOCH.format(k=2, s="1.5") + " ETA 3s",
+    ]
+    assert not any("not an epoch line" in line or "it/s" in line for line in logs)
+    captured = capfd.readouterr()
+    assert "without encryption" not in captured.err + captured.out
+    assert not list(nb_dir.glob("kernel-*")) and not list(tmp_path.glob("kernel-*"))

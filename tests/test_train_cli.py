@@ -5,19 +5,24 @@ from __future__ import annotations
 import time
 
 import pytest
-from tiny_preset import reference, train_cli, write_tiny
+from tiny_preset import train_cli, write_tiny
 
 from pspnet_core import train
-from pspnet_core.config import ParamsError
+from pspnet_core.config import ParamsError, parse_overrides
 
 
-def test_parse_sets_yaml_values():
-    assert train.parse_sets(["train.epochs=2", "sgd.lr=0.5", "channels_last=true",
+def test_parse_overrides_yaml_values():
+    assert parse_overrides(["train.epochs=2", "sgd.lr=0.5", "channels_last=true",
                              "model.weights=null", "device=cpu"]) == {
         "train.epochs": 2, "sgd.lr": 0.5, "channels_last": True, "model.weights": None,
         "device": "cpu"}
     with pytest.raises(ParamsError, match="key=value"):
-        train.parse_sets(["epochs"])
+        parse_overrides(["epochs"])
+    with pytest.raises(ParamsError, match="key=value"):
+        parse_overrides(["=3"])
+    with pytest.raises(ParamsError, match="YAML"):
+        parse_overrides(["sgd.lr=[0.1"])
+    assert parse_overrides(["data.voc_root=a=b"]) == {"data.voc_root": "a=b"}
 
 
 def test_bad_override_and_unknown_run_exit_2(tmp_path, capsys):
@@ -39,8 +44,8 @@ def test_list_shows_status_and_dirs(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_finished_run_returns_at_once_and_lists_done(tmp_path_factory):
-    home, params, run = reference(tmp_path_factory)
+def test_finished_run_returns_at_once_and_lists_done(reference_run):
+    home, params, run = reference_run
     mtime = run.checkpoint_path.stat().st_mtime_ns
     t0 = time.monotonic()
     out = train_cli(home, params, "--run", "sgd_mix")

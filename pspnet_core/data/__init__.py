@@ -1,5 +1,6 @@
-"""Datasets of the study (docs/method.md#data): VOC2012 (or its generated stand-in) and the leaf
-disease set, read through Albumentations (``augment.py``) and loaded by seeded DataLoaders
+"""Datasets of the study (docs/method.md#data): VOC2012 (or its generated stand-in, or your own
+folder of images + index masks: ``folder.py``) and the leaf disease set, read through
+Albumentations (``augment.py``) and loaded by seeded DataLoaders
 (``loading.py``).
 
 ``build_datasets(run_cfg) -> (train, heldout)``; ``build_eval_dataset(run_cfg, split)``.
@@ -13,6 +14,7 @@ from typing import Literal
 from pspnet_core import paths
 from pspnet_core.config import DataConfig, RunConfig
 from pspnet_core.data.augment import build_transform, denormalize
+from pspnet_core.data.folder import FolderDataset, folder_datasets
 from pspnet_core.data.leaf import LeafDataset, leaf_datasets
 from pspnet_core.data.loading import (
     DataError,
@@ -25,15 +27,18 @@ from pspnet_core.data.voc import VOC_CLASSES, VOCDataset, voc_colormap, voc_data
 from pspnet_core.metrics import IGNORE_INDEX
 
 __all__ = [
-    "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "LeafDataset",
+    "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "FolderDataset",
+    "LeafDataset",
     "PairedDataset", "VOCDataset", "build_datasets", "build_eval_dataset", "build_transform",
     "denormalize", "dataset_root", "make_loader", "voc_colormap",
 ]  # fmt: skip
 
 
 def dataset_root(data: DataConfig, task: Literal["voc", "leaf"]) -> Path:
-    """``resolve(data.root) / data.voc_root`` (holds VOCdevkit/VOC2012) or ``/ data.leaf_root``
-    (holds images/ and masks/); generated first when the source is synthetic."""
+    """``resolve(data.root) / data.voc_root`` (holds VOCdevkit/VOC2012, or with
+    ``voc_source: folder`` the image and mask folders) or ``/ data.leaf_root`` (holds images/ and
+    masks/); generated first when the source is synthetic. An absolute ``voc_root`` /
+    ``leaf_root`` is used as it is."""
     base = paths.resolve(data.root)
     if task == "voc":
         root = base / data.voc_root
@@ -56,8 +61,13 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
                                seed=run_cfg.seed)
     eval_tf = build_transform("none", run_cfg.image_size, run_cfg.augment, fill)
     root = dataset_root(data, run_cfg.task)
-    if leaf:
+    if leaf:  # leaf_source synthetic or folder ("kaggle" is read as folder): one layout
         return leaf_datasets(root, data.leaf_heldout_fraction, data.split_seed, train_tf, eval_tf)
+    if data.voc_source == "folder":  # JPEGs decode at >= 2x the input size (folder.open_rgb)
+        return folder_datasets(root, data.n_train, data.n_heldout, data.split_seed, train_tf,
+                               eval_tf, run_cfg.num_classes, data.ignore_index,
+                               decode_size=2 * run_cfg.image_size,
+                               images=data.folder_images, masks=data.folder_masks)
     return voc_datasets(root, data.voc_image_set, data.n_train, data.n_heldout, data.split_seed,
                         train_tf, eval_tf, run_cfg.num_classes, data.download)
 

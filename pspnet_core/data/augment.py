@@ -1,13 +1,18 @@
 """Albumentations 2.x pipelines (docs/method.md#augmentation): the deterministic ``none`` path
-and the ``affine`` preset, both ending in normalize + to-tensor with the mask aligned.
+and the random ``affine`` path, all ending in normalize + to-tensor with the mask aligned.
+``augment.preset`` picks what ``affine`` means:
 
-Both pipelines start by resizing the longest side to the input size, so the random scale
-0.5-2.0 acts on a picture already at the network's scale whatever the source resolution
-(VOC ~500 px, rice/leaf photos up to 2400 px, generated data ~130 px).
+- ``pspnet``: the official-PSPNet-style recipe. Like ``none`` it starts by resizing the longest
+  side to the input size, so the random scale 0.5-2.0 acts on a picture already at the
+  network's scale whatever the source resolution (VOC ~500 px, rice/leaf photos up to 2400 px,
+  generated data ~130 px); borders and padding get ``mask_fill``.
+- ``paper``: the paper's listing ported to Albumentations 2 (flip, scale/rotate on the same
+  canvas with border 0 in image and mask, blur, central square crop resized to the input size).
 
 Masks travel as ``uint8`` (H, W) arrays through the same geometric transforms with nearest
 interpolation; ``mask_fill`` is what padding and rotation borders get in the mask (255 = ignore
-for VOC, 0 = healthy for the leaf set, which has no ignore label).
+for VOC, 0 = healthy for the leaf set, which has no ignore label) everywhere except in the
+``paper`` preset, whose listing fills borders with 0 (background) in the mask.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ def build_transform(
     """The Albumentations pipeline for ``kind`` producing ``image_size`` x ``image_size`` crops.
 
     ``none``: longest side -> image_size, pad (image 0, mask ``mask_fill``), normalize, tensor.
-    ``affine``: the same resize, then horizontal flip (p=aug.hflip), random scale
+    ``affine`` with ``aug.preset == "paper"``: :func:`paper_steps`.
+    ``affine`` with ``aug.preset == "pspnet"``: the same resize, then horizontal flip
+    (p=aug.hflip), random scale
     aug.scale_min..aug.scale_max (the canvas grows or shrinks), rotation +-aug.rotate (image
     border 0, mask border ``mask_fill``), Gaussian blur (always, as the paper), pad + random
     crop (anywhere in the scaled image), normalize, tensor.
@@ -71,6 +78,8 @@ def build_transform(
     tail = [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
     if kind == "none":
         steps = [resize, pad]
+    elif kind == "affine" and aug.preset == "paper":
+        steps = paper_steps(s)
     elif kind == "affine":
         steps = [
             resize,
@@ -102,6 +111,48 @@ def build_transform(
     else:
         raise ValueError(f"augmentation kind must be 'none' or 'affine', got {kind!r}")
     return A.Compose(steps + tail, seed=seed)
+
+
+def paper_steps(image_size: int) -> list[A.BasicTransform]:
+    """The paper's listing (docs/method.md#augmentation) in Albumentations 2, before normalize:
+
+    ``HorizontalFlip(p=0.5)``; ``ShiftScaleRotate(shift_limit=0, scale_limit=(-0.5, 1.0),
+    rotate_limit=10, border_mode=0, p=1)`` as an ``Affine`` (scale 0.5-2 about the centre of
+    the same canvas, rotation +-10, no translation, border 0 in the image and 0 = background in
+    the mask; ``keep_ratio=True``: 1.x drew one scale for both axes, 2.x's ShiftScaleRotate
+    draws two); ``GaussianBlur(always_apply=True)`` with 2.x's defaults and p=1;
+    ``RandomResizedCrop(size=(s, s), scale=(1, 1), ratio=(1, 1))``, which on a non-square image
+    finds no full-area square and falls back to the central square of the short side, resized
+    to s x s. The augment keys of the ``pspnet`` preset (hflip, scale, rotate, blur_limit) do
+    not apply: the listing fixes them. The mask is resized with ``INTER_NEAREST_EXACT`` (plain
+    ``INTER_NEAREST`` is off by half a pixel when enlarging, see the ``pspnet`` RandomScale).
+    """
+    s = int(image_size)
+    return [
+        A.HorizontalFlip(p=0.5),
+        A.Affine(
+            scale=(0.5, 2.0),
+            translate_percent=(0.0, 0.0),
+            rotate=(-10.0, 10.0),
+            shear=(0.0, 0.0),
+            keep_ratio=True,  # one scale for both axes, as 1.x ShiftScaleRotate
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST,
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=0,
+            p=1.0,
+        ),
+        A.GaussianBlur(p=1.0),
+        A.RandomResizedCrop(
+            size=(s, s),
+            scale=(1.0, 1.0),
+            ratio=(1.0, 1.0),
+            interpolation=cv2.INTER_LINEAR,
+            mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            p=1.0,
+        ),
+    ]
 
 
 def denormalize(image: torch.Tensor, normalize: Normalize) -> np.ndarray:

@@ -3,6 +3,17 @@
 
 Masks come as palette 0/1 (original set), grayscale 0/38 (augmented copy) or 0/255; the target
 is the float map (mask > 0). There is no ignore label: padding and rotation borders are 0.
+
+The mask rule (docs/method.md#data), checked for every mask when it is read:
+
+* accepted encodings: background 0 and disease 1, 38 or 255 (one of them per mask; a mask may
+  hold only one of the two values), stored as a palette PNG (its indices count), a grayscale PNG
+  (8 or 16 bit) or a 1-bit PNG;
+* an RGB(A) mask is reduced to grayscale only if its three channels are equal everywhere, then
+  the same rule applies; a coloured RGB mask is an error;
+* a JPEG mask is an error (compression invents values), whatever its extension;
+* anything else, e.g. a near-black (2, 2, 2) background or values 0/128, is a :class:`DataError`
+  naming the file and the values found (never silently "everything > 0 is disease").
 """
 
 from __future__ import annotations
@@ -13,8 +24,17 @@ from typing import Any
 
 import numpy as np
 
-from pspnet_core.data.loading import DataError, DatasetNotFoundError, Pair, PairedDataset
+from pspnet_core.data.loading import (
+    DataError,
+    DatasetNotFoundError,
+    Pair,
+    PairedDataset,
+    check_pair,
+    read_image,
+    read_mask,
+)
 
+DISEASE_VALUES = (1, 38, 255)  # the accepted foreground encodings (0 is background)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")  # any case: .JPG, .JPEG, .PNG too
 MASK_EXTS = (".png",)
 
@@ -40,9 +60,25 @@ def _short(paths: list[Path], n: int = 10) -> str:
     return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
 
 
+def leaf_target(mask: np.ndarray, path: str | Path) -> np.ndarray:
+    """The module's mask rule: values {0} plus at most one of 1, 38, 255 -> uint8 0/1."""
+    values = np.unique(mask)
+    disease = [int(v) for v in values if v != 0]
+    if len(disease) > 1 or (disease and disease[0] not in DISEASE_VALUES):
+        shown = [int(v) for v in values[:8]] + (["..."] if len(values) > 8 else [])
+        raise DataError(
+            f"leaf mask {path}: values {shown} found; a leaf mask holds 0 (background) and one "
+            "disease value, 1, 38 or 255 (palette or grayscale; see pspnet_core/data/leaf.py). "
+            "Re-export the mask with those values."
+        )
+    return (mask > 0).astype(np.uint8)
+
+
 def leaf_pairs(root: str | Path) -> list[Pair]:
     """All (stem, image, mask) pairs under ``root``; unpaired files are an error naming them."""
     root = Path(root)
+    if root.is_symlink():  # a generated tree: read the generation the link points at now
+        root = root.resolve()
     img_dir, mask_dir = root / "images", root / "masks"
     for d in (img_dir, mask_dir):
         if not d.is_dir():
@@ -89,6 +125,14 @@ class LeafDataset(PairedDataset):
 
     def __init__(self, pairs, transform: Callable[..., dict[str, Any]] | None) -> None:
         super().__init__(pairs, transform, "binary", 1)
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Checked ``(RGB uint8 (H, W, 3), mask uint8 0/1 (H, W))``: the mask rule above."""
+        pair = self.pairs[index]
+        image = read_image(pair.image)
+        mask = leaf_target(read_mask(pair.mask), pair.mask)
+        check_pair(image, mask, pair.image, pair.mask)
+        return image, mask
 
 
 def leaf_datasets(

@@ -51,12 +51,20 @@ def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarra
     """Mask as uint8 (H, W) of stored values.
 
     Palette ("P") PNGs give their palette indices (VOC: the indices ARE the class ids);
-    grayscale gives its values; an RGB mask is mapped back through ``colormap`` when given.
+    grayscale gives its values; an RGB mask is mapped back through ``colormap`` when given, and
+    without one it is read as grayscale only if its three channels are equal everywhere.
+    A JPEG mask is a :class:`DataError`: lossy compression invents label values at edges.
     """
     try:
         with Image.open(path) as im:
             im.load()
             mode = im.mode
+            if im.format in ("JPEG", "MPO"):
+                raise DataError(
+                    f"mask {path} is a JPEG image: masks must be lossless palette or grayscale "
+                    "PNGs of class indices (or RGB PNGs in the VOC colours); JPEG compression "
+                    "invents label values along every edge. Re-export it as PNG."
+                )
             if mode in ("P", "L"):
                 return np.asarray(im, dtype=np.uint8)
             if mode == "1":
@@ -73,8 +81,15 @@ def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarra
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read mask {path} (corrupt or not an image): {err}") from None
-    if colormap is None:  # e.g. a leaf mask saved as RGB: any non-black pixel is foreground
-        return (rgb.max(axis=2) > 0).astype(np.uint8)
+    if colormap is None:  # e.g. a leaf mask saved as RGB: a gray image is read as grayscale
+        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+            colours = np.unique(rgb.reshape(-1, 3), axis=0)[:5].tolist()
+            raise DataError(
+                f"mask {path}: an RGB mask with coloured pixels (e.g. {colours}); masks must be "
+                "grayscale or palette images of label values (an RGB mask is accepted only when "
+                "its three channels are equal)"
+            )
+        return rgb[..., 0].copy()
     return rgb_to_index(rgb, colormap, path)
 
 

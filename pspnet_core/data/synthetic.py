@@ -14,13 +14,18 @@ datasets written in the real on-disk layouts, so the VOC and leaf readers load t
 
 Deterministic: image ``i`` is drawn from ``SeedSequence([seed, kind, i])``, so the same seed
 gives byte-identical files (and the first n images do not depend on how many are made). Trees
-are generated into a temporary sibling folder, finished with a marker file and renamed into
-place: a killed generation never leaves a tree that looks complete.
+are generated into a temporary sibling folder, finished with a marker file and renamed to a
+hidden sibling named by their parameters (``.voc.<key>``); the requested path (``voc``) is a
+symlink switched atomically to it. A killed generation never leaves a tree that looks complete,
+and a tree is never changed once written: a reader that listed its files (the readers resolve
+the link) keeps reading the same files while another process regenerates with other parameters.
+Generations of other parameters stay as hidden siblings; delete them when nothing runs.
 """
 
 from __future__ import annotations
 
 import colorsys
+import hashlib
 import json
 import os
 import shutil
@@ -309,48 +314,70 @@ def _read_marker(target: Path) -> dict | None:
 
 
 def _clean_stale(parent: Path, name: str, max_age_s: float = 3600) -> None:
-    """Remove temp trees of generations killed long ago."""
+    """Remove temp trees (and temp links) of generations killed long ago."""
     for p in parent.glob(f".{name}.*-*"):
         try:
-            if time.time() - p.stat().st_mtime > max_age_s:
-                shutil.rmtree(p, ignore_errors=True)
+            if time.time() - p.lstat().st_mtime > max_age_s:
+                if p.is_symlink():
+                    p.unlink()
+                else:
+                    shutil.rmtree(p, ignore_errors=True)
         except OSError:
             pass
+
+
+def _keyed(target: Path, params: dict) -> Path:
+    """The hidden, immutable home of the tree generated with ``params``."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    return target.with_name(f".{target.name}.{key}")
+
+
+def _generate(final: Path, params: dict, writer: Callable[[Path], None]) -> None:
+    """Write the tree into a temp sibling, then rename it to ``final`` (once, atomically)."""
+    prefix = final.name.rsplit(".", 1)[0]  # ".voc": temp trees match _clean_stale's pattern
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}.tmp-", dir=final.parent))
+    try:
+        writer(tmp)
+        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
+        if final.exists() and _read_marker(final) != params:  # an incomplete or foreign leftover
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if _read_marker(final) != params:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # a concurrent generation finished first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _ensure(target: Path, params: dict, writer: Callable[[Path], None]) -> Path:
     target = Path(target)
     if _read_marker(target) == params:
         return target
-    if target.exists() and _read_marker(target) is None and any(target.iterdir()):
+    real_dir = target.is_dir() and not target.is_symlink()
+    if real_dir and _read_marker(target) is None and any(target.iterdir()):
         raise DataError(
             f"{target} exists and is not a generated dataset (no {MARKER}); refusing to "
             "overwrite it: move it away or point data.voc_root / data.leaf_root elsewhere"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old: Path | None = None
-    try:
-        writer(tmp)
-        (tmp / MARKER).write_text(json.dumps(params, sort_keys=True) + "\n")
-        if target.exists():
-            if _read_marker(target) == params:  # a concurrent generation finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return target
-            old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-            os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if _read_marker(target) != params:
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    final = _keyed(target, params)
+    if _read_marker(final) != params:
+        _generate(final, params, writer)
+    if real_dir:  # a tree generated in place by older code, or an empty folder: move it aside
+        old = _read_marker(target)
+        if old is None:
+            target.rmdir()
+        elif not _keyed(target, old).exists():
+            os.rename(target, _keyed(target, old))
+        else:
+            shutil.rmtree(target)
+    link = target.with_name(f".{target.name}.link-{os.getpid()}-{time.time_ns()}")
+    os.symlink(final.name, link)
+    os.replace(link, target)  # atomic: readers see the old tree or the new one, never a mix
     return target
 
 

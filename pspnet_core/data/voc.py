@@ -2,7 +2,11 @@
 
 torchvision finds (or downloads) the tree and the id lists; images and palette masks are then
 read here and go through Albumentations together. A palette PNG's index values are the class
-ids (0 background, 1..20 objects, 255 the ignore border).
+ids (0 background, 1..20 objects, 255 the ignore border). Masks must be lossless: palette or
+grayscale PNGs of class indices, or RGB PNGs in the VOC colours; a JPEG mask is an error (its
+compression noise would invent labels). Every id in ``ImageSets/Segmentation/<set>.txt`` must be
+a single file name (no ``/``, ``..`` or absolute path): a list naming files elsewhere is refused
+with the file and line.
 """
 
 from __future__ import annotations
@@ -56,6 +60,26 @@ def _missing(root: Path, what: str) -> DatasetNotFoundError:
     )
 
 
+def check_id_list(list_file: Path) -> None:
+    """Every non-blank line of an ImageSets list is one plain file name (a single path
+    component): ``../x``, ``sub/x``, ``/abs/x`` would read files outside the tree."""
+    try:
+        text = list_file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{list_file} is not a text file of image ids") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        image_id = line.strip()
+        if not image_id:
+            continue
+        if ("/" in image_id or "\\" in image_id or "\0" in image_id
+                or image_id in (".", "..") or Path(image_id).is_absolute()):
+            raise DataError(
+                f"{list_file}, line {lineno}: image id {image_id!r} is not a single file name "
+                "(ids name files inside JPEGImages/ and SegmentationClass/; no '/', '..' or "
+                "absolute paths)"
+            )
+
+
 def voc_pairs(
     root: str | Path, image_set: str = "trainval", download: bool = False
 ) -> list[Pair]:
@@ -65,6 +89,8 @@ def voc_pairs(
     "" and duplicates; both are dropped here.
     """
     root = Path(root)
+    if root.is_symlink():  # a generated tree: read the generation the link points at now
+        root = root.resolve()
     voc_root = root / "VOCdevkit" / "VOC2012"
     if not download:
         if not voc_root.is_dir():
@@ -76,6 +102,9 @@ def voc_pairs(
         vs = VOCSegmentation(str(root), year="2012", image_set=image_set, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise _missing(root, f"the folder {voc_root} ({err})") from None
+    list_file = voc_root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
+    if list_file.is_file():
+        check_id_list(list_file)
     pairs: list[Pair] = []
     seen: set[str] = set()
     for img, mask in zip(vs.images, vs.masks, strict=True):

@@ -140,3 +140,110 @@ def test_zoomed_crop_moves_over_the_whole_image():
         mask = tf(image=image, mask=columns)["mask"].numpy()
         seen.update(np.unique(mask[mask != 255]).tolist())
     assert min(seen) <= 2 and max(seen) >= size - 3, (min(seen), max(seen))
+
+
+# ---------------------------------------------------------------- augment.preset: paper | pspnet
+
+# the `paper` preset labels borders 0 (background) and paints them black: shift the coded labels
+# to 1..6 so that any 0 in the output mask is border, and its pixels must be black
+SHIFTED = np.vstack([[[0, 0, 0]], COLOURS]).astype(np.uint8)
+
+
+def shifted_mismatch(image: np.ndarray, mask: np.ndarray) -> tuple[float, int]:
+    inside = uniform_interior(mask) & (mask != 255)
+    if not inside.any():
+        return 0.0, 0
+    err = np.abs(image[inside].astype(int) - SHIFTED[mask[inside]].astype(int)).max(axis=1)
+    return float((err > 40).mean()), int(inside.sum())
+
+
+@pytest.mark.parametrize("preset", ["paper", "pspnet"])
+def test_both_presets_keep_image_and_mask_aligned(preset):
+    """Colour-coded image whose mask encodes the colour, checked after the transform; border
+    pixels (mask 0 for `paper`, mask 255 for `pspnet`) must be black."""
+    aug = AugmentConfig(preset=preset, normalize="paper")
+    checked, borders, caught = 0, 0, 0
+    for seed in range(10):
+        image, mask = coded_sample(seed, h=75, w=100)
+        mask = mask + 1  # labels 1..6; SHIFTED[k] is their colour
+        image = SHIFTED[mask]
+        out = build_transform("affine", 64, aug, mask_fill=255, seed=seed)(image=image, mask=mask)
+        img, lab = denormalize(out["image"], "paper"), out["mask"].numpy()
+        assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
+        border_label = 0 if preset == "paper" else 255
+        assert set(np.unique(lab)) <= set(range(1, 7)) | {border_label}
+        frac, n = shifted_mismatch(img, np.where(lab == 255, 0, lab))
+        assert frac < 0.01, f"{preset} seed {seed}: {frac:.1%} of {n} interior pixels misaligned"
+        checked += n
+        caught += shifted_mismatch(img, np.roll(np.where(lab == 255, 0, lab), 5, axis=1))[0] > 0.02
+        border = uniform_interior(lab) & (lab == border_label)
+        borders += int(border.sum())
+    assert checked > 10 * 300 and caught >= 7
+    assert borders > 0  # scale < 1 or rotation produced a border, and it was checked
+
+
+def test_paper_preset_on_voc_sized_image_never_gives_ignore():
+    """The listing fills scale/rotation borders with 0 (background) in the mask: no 255."""
+    tf = build_transform("affine", 97, AugmentConfig(preset="paper"), mask_fill=255, seed=0)
+    zeros = 0
+    for seed in range(8):
+        image, mask = coded_sample(seed, h=375, w=500)
+        lab = tf(image=image, mask=mask)["mask"].numpy()
+        assert lab.shape == (97, 97) and lab.max() <= 5 and not (lab == 255).any()
+        zeros += int((lab == 0).sum())
+    assert zeros > 0
+
+
+def test_paper_crop_is_central_square_of_short_side():
+    """RandomResizedCrop(size=(s, s), scale=(1, 1), ratio=(1, 1)) on 500x375 finds no
+    full-area square and falls back to the central 375x375 crop, resized to s x s."""
+    import albumentations as A
+    import cv2
+
+    from pspnet_core.data.augment import paper_steps
+
+    s = 97
+    crop = paper_steps(s)[-1]
+    assert isinstance(crop, A.RandomResizedCrop)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    mask = np.tile((np.arange(500) // 4).astype(np.uint8), (375, 1))  # label = source column / 4
+    tf = A.Compose([crop], seed=0)
+    x0 = (500 - 375) // 2  # 62
+    expect_img = cv2.resize(image[:, x0:x0 + 375], (s, s), interpolation=cv2.INTER_LINEAR)
+    expect_mask = cv2.resize(mask[:, x0:x0 + 375], (s, s), interpolation=cv2.INTER_NEAREST_EXACT)
+    for _ in range(5):  # never random
+        out = tf(image=image, mask=mask)
+        assert np.array_equal(out["image"], expect_img)
+        assert np.array_equal(out["mask"], expect_mask)
+    # columns 62..436 of 500: the crop is central (within one label = 4 source columns)
+    assert abs(int(out["mask"].min()) - x0 // 4) <= 1
+    assert abs(int(out["mask"].max()) - (x0 + 374) // 4) <= 1
+
+
+def test_paper_scale_is_isotropic_and_has_no_shift():
+    """One scale for both axes (1.x ShiftScaleRotate) and no translation (shift_limit=0): a
+    centred square stays a centred square (rotation <= 10 deg barely changes its bbox)."""
+    size = 200
+    mask = np.zeros((size, size), np.uint8)
+    mask[70:130, 70:130] = 1
+    image = np.zeros((size, size, 3), np.uint8)
+    aug = AugmentConfig(preset="paper")
+    ratios = []
+    for seed in range(12):
+        lab = build_transform("affine", size, aug, seed=seed)(image=image, mask=mask)["mask"]
+        ys, xs = np.nonzero(lab.numpy() == 1)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert abs(h - w) <= 2, (seed, h, w)
+        assert abs((ys.min() + ys.max()) / 2 - 99.5) <= 1.5
+        assert abs((xs.min() + xs.max()) / 2 - 99.5) <= 1.5
+        ratios.append(w / 60)
+    assert min(ratios) < 0.9 and max(ratios) > 1.3  # scales drawn from 0.5-2
+
+
+def test_paper_preset_emits_no_warnings():
+    image, mask = coded_sample(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_transform("affine", 64, AugmentConfig(preset="paper"), seed=0)(image=image,
+                                                                              mask=mask)

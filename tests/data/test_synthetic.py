@@ -84,10 +84,18 @@ def test_generated_once_and_reused(tmp_path, monkeypatch):
 
 
 def test_changed_parameters_regenerate(tmp_path):
+    """Other parameters: a new generation behind the same path; the old tree is not touched, so a
+    reader that listed its files (through the resolved link) keeps reading the same bytes."""
     root = ensure_synthetic_voc(tmp_path / "voc", 4, 64)
+    old_tree = root.resolve()
+    before = tree_hash(old_tree)
     ensure_synthetic_voc(tmp_path / "voc", 5, 64)
     assert len(list((root / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))) == 5
-    assert [p.name for p in tmp_path.iterdir()] == ["voc"]  # no temp or old trees left
+    assert root.resolve() != old_tree and tree_hash(old_tree) == before
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["voc"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".link-" in p.name]
+    ensure_synthetic_voc(tmp_path / "voc", 4, 64)  # back: the kept generation, not regenerated
+    assert root.resolve() == old_tree
 
 
 def test_killed_generation_leaves_no_complete_looking_tree(tmp_path, monkeypatch):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import inspect
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision.datasets
 
+from pspnet_core.config import load_params, resolve_run
+from pspnet_core.data import build_datasets
+from pspnet_core.data import voc as voc_module
 from pspnet_core.data.augment import build_transform
 from pspnet_core.data.loading import DataError, DatasetNotFoundError
 from pspnet_core.data.voc import (
@@ -33,9 +37,63 @@ def test_colormap_and_classes():
     assert len(VOC_CLASSES) == 21 and VOC_CLASSES[15] == "person"
 
 
-def test_download_is_off_by_default():
-    assert inspect.signature(voc_pairs).parameters["download"].default is False
-    assert inspect.signature(voc_datasets).parameters["download"].default is False
+class FakeVOCSegmentation:
+    """Stands in for torchvision's VOCSegmentation: records how it was called and serves the
+    file lists of a 12-image tree (nothing is read before an item is asked for)."""
+
+    calls: list[dict] = []
+
+    def __init__(self, root, year="2012", image_set="train", download=False, **kw):
+        FakeVOCSegmentation.calls.append(
+            {"root": Path(root), "year": year, "image_set": image_set, "download": download})
+        base = Path(root) / "VOCdevkit" / "VOC2012"
+        self.images = [str(base / "JPEGImages" / f"2007_{i:06d}.jpg") for i in range(12)]
+        self.masks = [str(base / "SegmentationClass" / f"2007_{i:06d}.png") for i in range(12)]
+
+
+def _no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def _real_voc_cfg(home, monkeypatch, **over):
+    monkeypatch.setenv("PSPNET_HOME", str(home))
+    cfg = load_params("smoke", {"data.voc_source": "voc2012", "data.voc_root": "voc",
+                                "data.n_train": 8, "data.n_heldout": 4, **over})
+    return resolve_run(cfg, "sgd_affine")
+
+
+def test_data_download_true_reaches_torchvision(tmp_path, monkeypatch):
+    """``data.download: true`` is handed to VOCSegmentation (which fetches the tar)."""
+    FakeVOCSegmentation.calls = []
+    monkeypatch.setattr(torchvision.datasets, "VOCSegmentation", FakeVOCSegmentation)
+    monkeypatch.setattr(voc_module, "VOCSegmentation", FakeVOCSegmentation, raising=False)
+    train, held = build_datasets(_real_voc_cfg(tmp_path, monkeypatch, **{"data.download": True}))
+    assert FakeVOCSegmentation.calls == [{"root": tmp_path / "data" / "voc", "year": "2012",
+                                          "image_set": "trainval", "download": True}]
+    assert len(train) == 8 and len(held) == 4
+
+
+def test_missing_tree_without_download_fails_offline_and_writes_nothing(tmp_path, monkeypatch):
+    """The default (download: false) with no VOC tree: one DatasetNotFoundError naming the folder
+    and the remedy, before any download is tried; no network, no files."""
+    _no_network(monkeypatch)
+    rc = _real_voc_cfg(tmp_path, monkeypatch)
+    assert rc.data.download is False  # the preset's default
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_datasets(rc)
+    msg = str(err.value)
+    assert str(tmp_path / "data" / "voc" / "VOCdevkit" / "VOC2012") in msg
+    assert "download: true" in msg and "VOCtrainval_11-May-2012.tar" in msg
+    assert list(tmp_path.rglob("*")) == []
+    # the same through the reader's own default
+    with pytest.raises(DatasetNotFoundError):
+        voc_module.voc_datasets(tmp_path / "elsewhere", "trainval", 2, 1, 0, None, None)
+    assert list(tmp_path.rglob("*")) == []
 
 
 def test_items_are_class_indices_with_ignore(voc_root):

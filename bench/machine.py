@@ -1,0 +1,59 @@
+"""What machine a benchmark ran on, and its own matmul peak, so numbers compare across CPUs.
+
+The CPU model changes between machines (with and without AMX the bf16 peak differs ~3.5x), so
+absolute seconds do not compare. Every benchmark prints :func:`describe` and, where it counts
+FLOPs, the share of :func:`matmul_peak` it reached, both measured in the same process.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+import torch
+
+
+def cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo (Linux), else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
+    """GFLOP/s of a square ``n x n`` matmul in ``dtype``, best of repeated calls (~``seconds``)."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def describe() -> str:
+    """One line: CPU model, AMX yes/no, threads, torch version."""
+    flags = cpu_flags()
+    amx = "AMX" if any(f.startswith("amx") for f in flags) else "no AMX"
+    bf16 = "avx512_bf16" if "avx512_bf16" in flags else "no avx512_bf16"
+    return (f"{cpu_model()} ({amx}, {bf16}), {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}")

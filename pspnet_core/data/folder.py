@@ -1,0 +1,218 @@
+"""Your own multi-class data as a plain folder (``data.voc_source: folder``)::
+
+    <root>/images/<stem>.jpg      RGB photos (.jpg, .jpeg or .png, any case)
+    <root>/masks/<stem>.png       class indices: grayscale ("L") or palette ("P") PNG,
+                                  0..num_classes-1, and ignore_index for unlabelled pixels
+
+``<root>`` is ``data.root / data.voc_root``; the two subfolder names are ``data.folder_images``
+and ``data.folder_masks``. Pairs are matched by file stem. The seeded ``n_train`` / ``n_heldout``
+draw is the VOC path's (:func:`pspnet_core.data.voc.split_ids`).
+
+Ignore label: the loss and the metrics ignore :data:`pspnet_core.metrics.IGNORE_INDEX` (255).
+A folder whose masks mark unlabelled pixels with another value (a common street-scene set:
+11 classes, void = 11) sets ``data.ignore_index: 11``; the reader maps that value to 255 when
+it reads a mask, so nothing downstream needs to know. Any other value >= num_classes is an
+error that names the mask.
+
+Large photos: a JPEG much larger than the network input is decoded at a reduced size
+(:func:`open_rgb` with PIL's ``draft``: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never below
+``decode_size`` on either side; the datasets pass twice the input size, so the affine
+preset's upscaling keeps its detail). Its mask is then resized to the decoded size (nearest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pspnet_core.data.loading import (
+    DataError,
+    DatasetNotFoundError,
+    Pair,
+    PairedDataset,
+    check_labels,
+)
+from pspnet_core.data.voc import split_ids
+from pspnet_core.metrics import IGNORE_INDEX
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")  # any case
+MASK_EXTS = (".png",)  # lossless only: a JPEG mask's labels would be invented by its noise
+
+FOLDER_LAYOUT = """\
+  <root>/
+      {images}/<stem>.jpg     (.jpeg, .png accepted; any case)
+      {masks}/<stem>.png      grayscale or palette PNG: class index 0..K-1, ignore_index"""
+
+
+def open_rgb(
+    path: str | Path, decode_size: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(RGB uint8 (H, W, 3), (W, H) stored size)``; a JPEG at least twice ``decode_size`` on
+    both sides is decoded reduced (``Image.draft``: the largest libjpeg scale 1/2, 1/4 or 1/8
+    that keeps both sides >= ``decode_size``). PNGs and small JPEGs decode as stored.
+
+    A missing or corrupt file is a :class:`DataError` naming it. ``data/loading.py`` can call
+    this for the VOC reader with ``decode_size = 2 * image_size``.
+    """
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            if decode_size and im.format == "JPEG":
+                im.draft("RGB", (int(decode_size), int(decode_size)))
+            im.load()
+            return np.asarray(im.convert("RGB")), size
+    except FileNotFoundError:
+        raise DataError(f"image file {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read image {path} (corrupt or not an image): {err}") from None
+
+
+def read_index_mask(path: str | Path) -> np.ndarray:
+    """uint8 (H, W) class indices of a grayscale or palette PNG (an RGB file whose three
+    channels are equal is read as grayscale); anything else is a :class:`DataError`."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode in ("L", "P", "1"):
+                return np.asarray(im, dtype=np.uint8)
+            if mode in ("I", "I;16", "I;16B", "I;16L"):
+                arr = np.asarray(im)
+                if arr.max(initial=0) > 255:
+                    raise DataError(
+                        f"mask {path}: values up to {arr.max()} do not fit a label map (0..255)"
+                    )
+                return arr.astype(np.uint8)
+            if mode in ("RGB", "RGBA", "LA"):
+                arr = np.asarray(im.convert("RGB"))
+                if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+                    return np.ascontiguousarray(arr[..., 0])
+    except FileNotFoundError:
+        raise DataError(f"mask file {path} does not exist") from None
+    except DataError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"cannot read mask {path} (corrupt or not an image): {err}") from None
+    raise DataError(
+        f"mask {path} is a {mode} colour image: the folder source wants class indices, saved "
+        "as a grayscale (L) or palette (P) PNG whose pixel values are the class ids"
+    )
+
+
+def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+            continue
+        if p.stem in found:
+            raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")
+        found[p.stem] = p
+    return found
+
+
+def _short(paths: list[Path], n: int = 10) -> str:
+    shown = ", ".join(str(p) for p in paths[:n])
+    return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks") -> list[Pair]:
+    """All (stem, image, mask) pairs under ``root``, sorted by stem; a missing folder or an
+    unpaired file is an error that names it."""
+    root = Path(root)
+    img_dir, mask_dir = root / images, root / masks
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            layout = FOLDER_LAYOUT.format(images=images, masks=masks).replace("<root>", str(root))
+            raise DatasetNotFoundError(
+                f"folder dataset not found: expected the folder {d}.\nThe reader "
+                f"(data.voc_source: folder) wants this layout:\n{layout}\n"
+                "Point data.root + data.voc_root at the folder that holds both subfolders "
+                "(data.folder_images / data.folder_masks name them)."
+            )
+    image_files = _by_stem(img_dir, IMAGE_EXTS)
+    mask_files = _by_stem(mask_dir, MASK_EXTS)
+    no_mask = [image_files[s] for s in sorted(set(image_files) - set(mask_files))]
+    no_image = [mask_files[s] for s in sorted(set(mask_files) - set(image_files))]
+    if no_mask or no_image:
+        parts = []
+        if no_mask:
+            parts.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_short(no_mask)}")
+        if no_image:
+            parts.append(
+                f"{len(no_image)} mask(s) without an image in {img_dir}: {_short(no_image)}"
+            )
+        raise DataError("unpaired files (pairs are matched by stem): " + "; ".join(parts))
+    if not image_files:
+        raise DataError(f"no images in {img_dir} (expected {', '.join(IMAGE_EXTS)})")
+    return [Pair(s, image_files[s], mask_files[s]) for s in sorted(image_files)]
+
+
+class FolderDataset(PairedDataset):
+    """Items ``(image float (3, H, W), long (H, W) in 0..K-1 or 255)`` of a folder source."""
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        transform: Callable[..., dict[str, Any]] | None,
+        num_classes: int,
+        ignore_index: int = IGNORE_INDEX,
+        decode_size: int | None = None,
+    ) -> None:
+        super().__init__(pairs, transform, "index", num_classes, None)
+        self.ignore_index = int(ignore_index)
+        self.decode_size = decode_size
+
+    def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        pair = self.pairs[index]
+        image, (w, h) = open_rgb(pair.image, self.decode_size)
+        mask = read_index_mask(pair.mask)
+        mh, mw = mask.shape
+        if (mw, mh) != (w, h):
+            raise DataError(
+                f"image/mask size mismatch: image {pair.image} is {w}x{h} (WxH) but mask "
+                f"{pair.mask} is {mw}x{mh}"
+            )
+        check_labels(mask, self.num_classes, pair.mask, self.ignore_index)
+        if self.ignore_index != IGNORE_INDEX:
+            mask = np.where(mask == self.ignore_index, IGNORE_INDEX, mask).astype(np.uint8)
+        if image.shape[:2] != mask.shape:  # the JPEG was decoded reduced
+            small = Image.fromarray(mask).resize(
+                (image.shape[1], image.shape[0]), Image.Resampling.NEAREST
+            )
+            mask = np.asarray(small, dtype=np.uint8)
+        return image, mask
+
+
+def folder_datasets(
+    root: str | Path,
+    n_train: int,
+    n_heldout: int,
+    split_seed: int,
+    train_transform: Callable[..., dict[str, Any]] | None,
+    heldout_transform: Callable[..., dict[str, Any]] | None,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    decode_size: int | None = None,
+    images: str = "images",
+    masks: str = "masks",
+) -> tuple[FolderDataset, FolderDataset]:
+    """The seeded train / held-out draw (``n_train`` + ``n_heldout`` pairs) of a folder."""
+    pairs = folder_pairs(root, images, masks)
+    try:
+        tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
+    except DataError:
+        need = n_train + n_heldout
+        raise DataError(
+            f"the folder {root} has {len(pairs)} image/mask pairs but data.n_train + "
+            f"data.n_heldout = {n_train} + {n_heldout} = {need} were asked; lower them"
+        ) from None
+    return (
+        FolderDataset([pairs[i] for i in tr], train_transform, num_classes, ignore_index,
+                      decode_size),
+        FolderDataset([pairs[i] for i in ho], heldout_transform, num_classes, ignore_index,
+                      decode_size),
+    )
