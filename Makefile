@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PRESET ?= smoke
 KERNEL := pspnet-study
 
-.PHONY: env browser-deps study test test-fast lint bench clean-generated
+.PHONY: env browser-deps study notebooks test test-fast lint bench clean-generated
 
 env: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ $(VENV)/.installed: pyproject.toml
 
 study: env
 	$(PY) -m pspnet_core.study --params $(PRESET)
+
+# the study on smoke, then its executed notebooks stored over notebooks/ (for nbval and readers)
+notebooks: env
+	$(PY) -m pspnet_core.study --params smoke --store
 
 test: env browser-deps
 	$(PY) -m ruff check .

@@ -14,6 +14,7 @@ figs. 6-9 and 11-13).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -181,3 +182,18 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
         "probabilities": prob,
         "stats": leaf_pixel_stats(prob, mask, threshold=threshold),
     }
+
+
+def seed_table(per_seed: Mapping[int, Mapping[str, float]]) -> pd.DataFrame:
+    """One row per quantity: its value for each seed, then mean, sd (n - 1), min and max.
+
+    ``per_seed`` maps a seed to named numbers, e.g. ``{0: {"held-out Dice": 0.61}, 1: {...}}``;
+    the notebooks report numbers that come from several seeds as mean and spread with it.
+    """
+    frame = pd.DataFrame({f"seed {s}": dict(values) for s, values in per_seed.items()})
+    values = frame.astype(float)
+    frame["mean"] = values.mean(axis=1)
+    frame["sd"] = values.std(axis=1, ddof=1)
+    frame["min"] = values.min(axis=1)
+    frame["max"] = values.max(axis=1)
+    return frame

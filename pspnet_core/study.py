@@ -552,6 +552,56 @@ def _sigterm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+# ---------------------------------------------------------------- storing executed notebooks
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def clean_executed(nb: Any) -> Any:
+    """An executed notebook made fit to store in the repository (in place; returned):
+
+    - papermill's injected-parameters cell is dropped (the stored notebook runs with the
+      defaults of its own ``parameters`` cell, which the study passed unchanged);
+    - widget outputs (tqdm's bars in a kernel with ipywidgets) and the widget state in the
+      notebook metadata are dropped: they carry no result and would bloat the file;
+    - papermill's absolute input/output paths become the notebook's file name.
+    """
+    nb.cells = [c for c in nb.cells
+                if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for cell in nb.cells:
+        if cell.get("cell_type") == "code":
+            cell.outputs = [o for o in cell.get("outputs", [])
+                            if WIDGET_MIME not in o.get("data", {})]
+    nb.metadata.pop("widgets", None)
+    pm_meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if pm_meta.get(key):
+            pm_meta[key] = Path(str(pm_meta[key])).name
+    pm_meta.pop("parameters", None)
+    return nb
+
+
+def store_notebooks(result: StudyResult, notebooks_dir: str | Path = NOTEBOOKS_DIR,
+                    log: Callable[[str], None] = print) -> list[Path]:
+    """Copy each notebook's executed version (the first variant of a notebook that runs in
+    several) over its source in ``notebooks_dir``, cleaned by :func:`clean_executed`: what nbval
+    compares against and what a reader sees on the repository page."""
+    import nbformat
+
+    stored, seen = [], set()
+    for r in result.results:
+        source = r.job.notebook
+        if r.status != "ok" or r.output is None or source.name in seen:
+            continue
+        seen.add(source.name)
+        nb = clean_executed(nbformat.read(r.output, as_version=4))
+        target = Path(notebooks_dir) / source.name
+        atomic_write_text(target, nbformat.writes(nb) + "\n")
+        stored.append(target)
+        log(f"stored {r.output.name} -> {target.name}")
+    return stored
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     prog = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
@@ -579,6 +629,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    parser.add_argument(
+        "--store",
+        action="store_true",
+        help="after a successful study, store the executed notebooks over notebooks/*.ipynb "
+        "(what nbval compares against; `make notebooks` does this for the smoke preset)",
+    )
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
@@ -612,6 +668,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not result.ok:
         print(f"error: {result.error}", file=sys.stderr)
         return 1
+    if args.store:
+        store_notebooks(result, log=_terminal_log)
     return 0
 
 

@@ -319,3 +319,27 @@ def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
     captured = capfd.readouterr()
     assert "without encryption" not in captured.err + captured.out
     assert not list(nb_dir.glob("kernel-*")) and not list(tmp_path.glob("kernel-*"))
+
+
+def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    nb = new_notebook(cells=[
+        new_code_cell("preset = 'smoke'", metadata={"tags": ["parameters"]}),
+        new_code_cell("preset = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+        new_code_cell("train()", outputs=[
+            new_output("display_data", data={study.WIDGET_MIME: {"model_id": "x"},
+                                             "text/plain": "bar"}),
+            new_output("stream", name="stdout", text="sgd_mix epoch 1/2\n"),
+        ]),
+    ])
+    nb.metadata["widgets"] = {"state": {"x": {}}}
+    nb.metadata["papermill"] = {"input_path": "/abs/notebooks/03.ipynb",
+                                "output_path": "/abs/outputs/smoke/03.ipynb",
+                                "parameters": {"preset": "smoke"}}
+    clean = study.clean_executed(nbformat.from_dict(nb))
+    assert [c.metadata.get("tags") for c in clean.cells] == [["parameters"], None]
+    assert [o["output_type"] for o in clean.cells[1].outputs] == ["stream"]
+    assert "widgets" not in clean.metadata
+    assert clean.metadata["papermill"] == {"input_path": "03.ipynb", "output_path": "03.ipynb"}
