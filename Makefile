@@ -30,7 +30,8 @@ notebooks: env
 test: env browser-deps
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg tests notebooks
+	PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
+		tests notebooks
 
 # The edit loop: unit tests only (no training, no subprocesses, no notebooks: the tests marked
 # `slow` are left out); `make test` still runs everything.

@@ -69,7 +69,12 @@ from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
 
-STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
+STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"
+# "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,
+# which reads a cell's messages only after the cell finishes: minutes of widget-bar updates then
+# overflow the kernel's message queue and the cell's end is lost ("Timeout ... waiting for
+# output"). JupyterLab and papermill read while the cell runs and keep the bars.
+BARS_ENV = "PSPNET_PROGRESS_BARS"  # test hook: return after saving this epoch's checkpoint
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,7 +141,7 @@ class _Bar:
     def __init__(self, iterable, quiet: bool, **kw):
         self.iterable = iterable
         self.bar = None
-        if not quiet:
+        if not quiet and os.environ.get(BARS_ENV, "1") != "0":
             total = kw.pop("total", None)
             if total is None and hasattr(iterable, "__len__"):
                 total = len(iterable)

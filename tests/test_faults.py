@@ -738,9 +738,10 @@ def test_same_seed_same_run_with_0_or_2_workers(tmp_path, precision):
     assert w0.keys() == w2.keys() and all(torch.equal(w0[k], w2[k]) for k in w0)
 
 
-def test_progress_bars_iterate_a_loader_once():
+def test_progress_bars_iterate_a_loader_once(monkeypatch):
     """tqdm.auto's bar called ``iter()`` on the loader it was handed, starting the workers twice
     per epoch and drawing from the seeded generator an extra time; the engine's bar does not."""
+    monkeypatch.setenv(engine.BARS_ENV, "1")  # `make test` turns bars off for nbval
     calls = []
 
     class Loader:
@@ -753,5 +754,13 @@ def test_progress_bars_iterate_a_loader_once():
 
     for quiet in (True, False):
         calls.clear()
-        assert list(engine._bar(Loader(), quiet, desc="x")) == [1, 2, 3]
+        bar = engine._bar(Loader(), quiet, desc="x")
+        assert (bar.bar is None) == quiet  # a real tqdm bar when not quiet
+        assert list(bar) == [1, 2, 3]
         assert len(calls) == 1
+
+
+def test_bars_env_turns_bars_off_but_not_the_iteration(monkeypatch):
+    monkeypatch.setenv(engine.BARS_ENV, "0")
+    bar = engine._bar([1, 2, 3], quiet=False, desc="x")
+    assert bar.bar is None and list(bar) == [1, 2, 3]
