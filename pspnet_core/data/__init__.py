@@ -69,7 +69,8 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
                                decode_size=2 * run_cfg.image_size,
                                images=data.folder_images, masks=data.folder_masks)
     return voc_datasets(root, data.voc_image_set, data.n_train, data.n_heldout, data.split_seed,
-                        train_tf, eval_tf, run_cfg.num_classes, data.download)
+                        train_tf, eval_tf, run_cfg.num_classes, data.download,
+                        decode_size=2 * run_cfg.image_size)
 
 
 def build_datasets(run_cfg: RunConfig) -> tuple[PairedDataset, PairedDataset]:

@@ -15,8 +15,8 @@ it reads a mask, so nothing downstream needs to know. Any other value >= num_cla
 error that names the mask.
 
 Large photos: a JPEG much larger than the network input is decoded at a reduced size
-(:func:`open_rgb` with PIL's ``draft``: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never below
-``decode_size`` on either side; the datasets pass twice the input size, so the affine
+(``loading.open_rgb`` with PIL's ``draft``: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never
+below ``decode_size`` on either side; the datasets pass twice the input size, so the affine
 preset's upscaling keeps its detail). Its mask is then resized to the decoded size (nearest).
 """
 
@@ -35,6 +35,7 @@ from pspnet_core.data.loading import (
     Pair,
     PairedDataset,
     check_labels,
+    open_rgb,
 )
 from pspnet_core.data.voc import split_ids
 from pspnet_core.metrics import IGNORE_INDEX
@@ -46,29 +47,6 @@ FOLDER_LAYOUT = """\
   <root>/
       {images}/<stem>.jpg     (.jpeg, .png accepted; any case)
       {masks}/<stem>.png      grayscale or palette PNG: class index 0..K-1, ignore_index"""
-
-
-def open_rgb(
-    path: str | Path, decode_size: int | None = None
-) -> tuple[np.ndarray, tuple[int, int]]:
-    """``(RGB uint8 (H, W, 3), (W, H) stored size)``; a JPEG at least twice ``decode_size`` on
-    both sides is decoded reduced (``Image.draft``: the largest libjpeg scale 1/2, 1/4 or 1/8
-    that keeps both sides >= ``decode_size``). PNGs and small JPEGs decode as stored.
-
-    A missing or corrupt file is a :class:`DataError` naming it. ``data/loading.py`` can call
-    this for the VOC reader with ``decode_size = 2 * image_size``.
-    """
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            if decode_size and im.format == "JPEG":
-                im.draft("RGB", (int(decode_size), int(decode_size)))
-            im.load()
-            return np.asarray(im.convert("RGB")), size
-    except FileNotFoundError:
-        raise DataError(f"image file {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read image {path} (corrupt or not an image): {err}") from None
 
 
 def read_index_mask(path: str | Path) -> np.ndarray:

@@ -37,10 +37,25 @@ class DatasetNotFoundError(FileNotFoundError):
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); a missing or corrupt file is a :class:`DataError` naming it."""
+    return open_rgb(path)[0]
+
+
+def open_rgb(
+    path: str | Path, decode_size: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(RGB uint8 (H, W, 3), (W, H) stored size)``; a JPEG at least twice ``decode_size`` on
+    both sides is decoded reduced (``Image.draft``: the largest libjpeg scale 1/2, 1/4 or 1/8
+    that keeps both sides >= ``decode_size``), so a 2419x1814 photo for an 81 px input is not
+    decoded whole. PNGs and small JPEGs decode as stored. A missing or corrupt file is a
+    :class:`DataError` naming it.
+    """
     try:
         with Image.open(path) as im:
+            size = im.size
+            if decode_size and im.format == "JPEG":
+                im.draft("RGB", (int(decode_size), int(decode_size)))
             im.load()
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im.convert("RGB")), size
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
@@ -157,6 +172,7 @@ class PairedDataset(Dataset):
         target: str = "index",
         num_classes: int = 21,
         colormap: np.ndarray | None = None,
+        decode_size: int | None = None,
     ) -> None:
         if target not in ("index", "binary"):
             raise ValueError(f"target must be 'index' or 'binary', got {target!r}")
@@ -166,6 +182,7 @@ class PairedDataset(Dataset):
         self.target = target
         self.num_classes = num_classes
         self.colormap = colormap
+        self.decode_size = decode_size  # large JPEGs decode reduced (open_rgb)
         self._aug_seed: int | None = None
 
     def __len__(self) -> int:
@@ -179,13 +196,17 @@ class PairedDataset(Dataset):
         """Checked ``(RGB uint8 (H, W, 3), mask uint8 (H, W))`` before any transform; the
         binary task's mask is already 0/1."""
         pair = self.pairs[index]
-        image = read_image(pair.image)
+        image, (w, h) = open_rgb(pair.image, self.decode_size)
         mask = read_mask(pair.mask, self.colormap if self.target == "index" else None)
-        check_pair(image, mask, pair.image, pair.mask)
+        check_pair(np.empty((h, w), np.uint8), mask, pair.image, pair.mask)  # stored sizes
         if self.target == "index":
             check_labels(mask, self.num_classes, pair.mask)
         else:
             mask = (mask > 0).astype(np.uint8)
+        if image.shape[:2] != mask.shape:  # the JPEG was decoded reduced: labels follow
+            small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]),
+                                                 Image.Resampling.NEAREST)
+            mask = np.asarray(small, dtype=np.uint8)
         return image, mask
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -140,8 +140,9 @@ class VOCDataset(PairedDataset):
         pairs: Sequence[Pair],
         transform: Callable[..., dict[str, Any]] | None,
         num_classes: int = 21,
+        decode_size: int | None = None,
     ) -> None:
-        super().__init__(pairs, transform, "index", num_classes, voc_colormap())
+        super().__init__(pairs, transform, "index", num_classes, voc_colormap(), decode_size)
 
 
 def voc_datasets(
@@ -154,11 +155,13 @@ def voc_datasets(
     heldout_transform: Callable[..., dict[str, Any]] | None,
     num_classes: int = 21,
     download: bool = False,
+    decode_size: int | None = None,
 ) -> tuple[VOCDataset, VOCDataset]:
-    """The paper's seeded train / held-out split of ``image_set``."""
+    """The paper's seeded train / held-out split of ``image_set``; JPEGs much larger than
+    ``decode_size`` decode reduced (``loading.open_rgb``)."""
     pairs = voc_pairs(root, image_set, download)
     tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
     return (
-        VOCDataset([pairs[i] for i in tr], train_transform, num_classes),
-        VOCDataset([pairs[i] for i in ho], heldout_transform, num_classes),
+        VOCDataset([pairs[i] for i in tr], train_transform, num_classes, decode_size),
+        VOCDataset([pairs[i] for i in ho], heldout_transform, num_classes, decode_size),
     )

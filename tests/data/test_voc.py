@@ -152,3 +152,45 @@ def test_rice_voc_sample():
     assert 1 in set(np.unique(ho.load_raw(0)[1])) | set(np.unique(tr.load_raw(0)[1]))
     with pytest.raises(DataError, match="120 images"):
         voc_datasets(RICE, "train", 100, 40, 0, None, None, num_classes=2)
+
+
+def test_large_jpeg_decodes_reduced_and_its_mask_follows(tmp_path):
+    """A 1600x1200 photo for a small input decodes at 1/2..1/8 scale (Image.draft), and its
+    palette mask is resized (nearest) to the decoded size, so labels stay aligned and valid."""
+    from PIL import Image
+
+    from pspnet_core.data.loading import Pair
+    from pspnet_core.data.voc import VOCDataset, voc_colormap
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (1200, 1600, 3), dtype=np.uint8)
+    mask = np.zeros((1200, 1600), np.uint8)
+    mask[:, 800:] = 7  # right half class 7, with a 255 border column band
+    mask[:, 796:804] = 255
+    Image.fromarray(image).save(tmp_path / "p.jpg", quality=90)
+    m = Image.fromarray(mask, "P")
+    m.putpalette(voc_colormap().ravel().tolist())
+    m.save(tmp_path / "p.png")
+    pair = Pair("p", tmp_path / "p.jpg", tmp_path / "p.png")
+
+    full_img, full_mask = VOCDataset([pair], None, 21).load_raw(0)
+    assert full_img.shape == (1200, 1600, 3) and full_mask.shape == (1200, 1600)
+    small_img, small_mask = VOCDataset([pair], None, 21, decode_size=194).load_raw(0)
+    h, w = small_img.shape[:2]
+    assert (h, w) == small_mask.shape and 194 <= min(h, w) < 600  # reduced, not below the ask
+    assert set(np.unique(small_mask)) <= {0, 7, 255}
+    assert (small_mask[:, : w // 3] == 0).all() and (small_mask[:, -w // 3:] == 7).all()
+
+
+def test_mask_of_another_size_than_the_stored_image_is_still_refused(tmp_path):
+    from PIL import Image
+
+    from pspnet_core.data.loading import DataError, Pair
+    from pspnet_core.data.voc import VOCDataset
+
+    Image.fromarray(np.zeros((600, 800, 3), np.uint8)).save(tmp_path / "p.jpg")
+    Image.fromarray(np.zeros((300, 400), np.uint8), "P").save(tmp_path / "p.png")
+    ds = VOCDataset([Pair("p", tmp_path / "p.jpg", tmp_path / "p.png")], None, 21,
+                    decode_size=100)
+    with pytest.raises(DataError, match=r"size mismatch.*800x600.*400x300"):
+        ds.load_raw(0)
