@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from pspnet_core import engine, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
@@ -38,7 +39,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m pspnet_core.train", description=__doc__.split("\n\n")[0],
+        prog="pspnet-train" if Path(sys.argv[0]).name == "pspnet-train"
+        else "python -m pspnet_core.train",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--params", default="smoke", help="preset name in params/ or a .yaml path")
