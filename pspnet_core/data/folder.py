@@ -36,6 +36,7 @@ from pspnet_core.data.loading import (
     PairedDataset,
     check_labels,
     open_rgb,
+    pairs_by_stem,
 )
 from pspnet_core.data.voc import split_ids
 from pspnet_core.metrics import IGNORE_INDEX
@@ -81,22 +82,6 @@ def read_index_mask(path: str | Path) -> np.ndarray:
     )
 
 
-def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
-            continue
-        if p.stem in found:
-            raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")
-        found[p.stem] = p
-    return found
-
-
-def _short(paths: list[Path], n: int = 10) -> str:
-    shown = ", ".join(str(p) for p in paths[:n])
-    return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
-
-
 def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks") -> list[Pair]:
     """All (stem, image, mask) pairs under ``root``, sorted by stem; a missing folder or an
     unpaired file is an error that names it."""
@@ -111,22 +96,7 @@ def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks")
                 "Point data.root + data.voc_root at the folder that holds both subfolders "
                 "(data.folder_images / data.folder_masks name them)."
             )
-    image_files = _by_stem(img_dir, IMAGE_EXTS)
-    mask_files = _by_stem(mask_dir, MASK_EXTS)
-    no_mask = [image_files[s] for s in sorted(set(image_files) - set(mask_files))]
-    no_image = [mask_files[s] for s in sorted(set(mask_files) - set(image_files))]
-    if no_mask or no_image:
-        parts = []
-        if no_mask:
-            parts.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_short(no_mask)}")
-        if no_image:
-            parts.append(
-                f"{len(no_image)} mask(s) without an image in {img_dir}: {_short(no_image)}"
-            )
-        raise DataError("unpaired files (pairs are matched by stem): " + "; ".join(parts))
-    if not image_files:
-        raise DataError(f"no images in {img_dir} (expected {', '.join(IMAGE_EXTS)})")
-    return [Pair(s, image_files[s], mask_files[s]) for s in sorted(image_files)]
+    return pairs_by_stem(img_dir, mask_dir, IMAGE_EXTS, MASK_EXTS)
 
 
 class FolderDataset(PairedDataset):

@@ -30,6 +30,7 @@ from pspnet_core.data.loading import (
     Pair,
     PairedDataset,
     check_pair,
+    pairs_by_stem,
     read_image,
     read_mask,
 )
@@ -42,22 +43,6 @@ LEAF_LAYOUT = """\
   <root>/
       images/<stem>.jpg     (.jpeg, .JPG and .png accepted)
       masks/<stem>.png      palette 0/1 or grayscale 0/38 or 0/255; > 0 = disease"""
-
-
-def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
-            continue
-        if p.stem in found:
-            raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")
-        found[p.stem] = p
-    return found
-
-
-def _short(paths: list[Path], n: int = 10) -> str:
-    shown = ", ".join(str(p) for p in paths[:n])
-    return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
 
 
 def leaf_target(mask: np.ndarray, path: str | Path) -> np.ndarray:
@@ -91,22 +76,7 @@ def leaf_pairs(root: str | Path) -> list[Pair]:
                 "data.root + data.leaf_root at the folder that holds them); the embedded "
                 "default (data.leaf_source: synthetic) needs no download."
             )
-    images = _by_stem(img_dir, IMAGE_EXTS)
-    masks = _by_stem(mask_dir, MASK_EXTS)
-    no_mask = [images[s] for s in sorted(set(images) - set(masks))]
-    no_image = [masks[s] for s in sorted(set(masks) - set(images))]
-    if no_mask or no_image:
-        parts = []
-        if no_mask:
-            parts.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_short(no_mask)}")
-        if no_image:
-            parts.append(
-                f"{len(no_image)} mask(s) without an image in {img_dir}: {_short(no_image)}"
-            )
-        raise DataError("unpaired leaf files (pairs are matched by stem): " + "; ".join(parts))
-    if not images:
-        raise DataError(f"no images in {img_dir} (expected {', '.join(IMAGE_EXTS)})")
-    return [Pair(s, images[s], masks[s]) for s in sorted(images)]
+    return pairs_by_stem(img_dir, mask_dir, IMAGE_EXTS, MASK_EXTS, "leaf ")
 
 
 def split_fraction(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -121,6 +121,47 @@ def rgb_to_index(rgb: np.ndarray, colormap: np.ndarray, path: str | Path = "mask
     return np.array([lut[int(u)] for u in uniq], dtype=np.uint8)[inv].reshape(code.shape)
 
 
+def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+            continue
+        if p.stem in found:
+            raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")
+        found[p.stem] = p
+    return found
+
+
+def _short(paths: list[Path], n: int = 10) -> str:
+    shown = ", ".join(str(p) for p in paths[:n])
+    return shown + (f" ... and {len(paths) - n} more" if len(paths) > n else "")
+
+
+def pairs_by_stem(
+    img_dir: Path, mask_dir: Path, image_exts: tuple[str, ...], mask_exts: tuple[str, ...],
+    what: str = "",
+) -> list[Pair]:
+    """Image/mask pairs of two folders matched by file stem (hidden files skipped, extensions
+    any case), sorted by stem. An unpaired file, two files with one stem, or no images is a
+    :class:`DataError` naming them; ``what`` ("leaf ") goes into the message."""
+    images = _by_stem(img_dir, image_exts)
+    masks = _by_stem(mask_dir, mask_exts)
+    no_mask = [images[s] for s in sorted(set(images) - set(masks))]
+    no_image = [masks[s] for s in sorted(set(masks) - set(images))]
+    if no_mask or no_image:
+        parts = []
+        if no_mask:
+            parts.append(f"{len(no_mask)} image(s) without a mask in {mask_dir}: {_short(no_mask)}")
+        if no_image:
+            parts.append(
+                f"{len(no_image)} mask(s) without an image in {img_dir}: {_short(no_image)}"
+            )
+        raise DataError(f"unpaired {what}files (pairs are matched by stem): " + "; ".join(parts))
+    if not images:
+        raise DataError(f"no images in {img_dir} (expected {', '.join(image_exts)})")
+    return [Pair(s, images[s], masks[s]) for s in sorted(images)]
+
+
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
     ih, iw = image.shape[:2]
     mh, mw = mask.shape[:2]
