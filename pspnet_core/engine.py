@@ -495,7 +495,7 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
                 "run_hash": run.hash,
                 "world_size": world,
             }
-            store.save_epoch(run, state, history)
+            store.save_epoch(run, state)
             if epoch == run_cfg.epochs:
                 store.mark_done(run)
             if not quiet:

@@ -463,7 +463,7 @@ def start_run(r: Run, device: torch.device, world_size: int = 1) -> None:
     _atomic_text(r.dir / ENV_FILE, json.dumps(env, indent=2) + "\n")
 
 
-def save_epoch(r: Run, state: dict[str, Any], history: Any = None) -> None:
+def save_epoch(r: Run, state: dict[str, Any]) -> None:
     """Checkpoint first (it carries the history), then its view history.csv (both atomic)."""
     atomic_torch_save(state, r.checkpoint_path)
     _atomic_text(r.history_path, history_csv_text(state["history"]))

@@ -74,7 +74,7 @@ def test_ranked_losses_have_per_image_miou(tmp_path):
                for e in range(1, rc.epochs + 1)]
     run.dir.mkdir(parents=True)
     runs.save_epoch(run, {"model": net.state_dict(), "optimizer": {}, "scheduler": {},
-                          "epoch": rc.epochs, "history": history}, history)
+                          "epoch": rc.epochs, "history": history})
     frame = analysis.ranked_losses(run, "heldout", n=2, seed=0)
     assert list(frame.columns) == list(analysis.RANKED_COLUMNS)
     assert frame["miou"].between(0, 1).all() and frame["pixel_acc"].between(0, 1).all()
