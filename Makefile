@@ -8,17 +8,37 @@ PY := $(VENV)/bin/python
 PRESET ?= smoke
 KERNEL := pspnet-study
 
-.PHONY: env browser-deps study notebooks test test-fast lint bench clean-generated
+# Every transitive dependency of `.[test]`, pinned with == (pip-compile; `make lock` refreshes it).
+LOCK := requirements.lock
+PIP_TOOLS := $(VENV)/pip-tools
+
+.PHONY: env lock browser-deps study notebooks test test-fast lint bench clean-generated
 
 env: $(VENV)/.installed
 
+# Installs exactly the lock, then the project itself without resolving again (--no-deps).
 # The grep drops pip's notes about local index folders a machine lacks; pip's own exit status
 # still fails the recipe (pipefail).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --progress-bar off -e '.[test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install --quiet --progress-bar off -r $(LOCK) 2>&1 | { grep -v '^WARNING: Location' || true; }
+	$(PY) -m pip install --quiet --progress-bar off --no-deps -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "PSPNet study (.venv)"
 	touch $@
+
+# Re-resolves the lock from pyproject.toml ([project.dependencies] + the `test` extra) with
+# pip-compile, in a venv of its own ($(PIP_TOOLS), made on demand) so the study's venv holds only
+# the lock. Pins already in the lock are kept unless pyproject.toml rules them out; upgrade all with
+# `make lock LOCK_FLAGS=--upgrade`, one with `LOCK_FLAGS="--upgrade-package pandas"`. It resolves
+# through pip and its config, so torch/torchvision come from this machine's wheels (their nvidia-*
+# dependencies are pinned too). Then `make env` installs the new lock.
+LOCK_FLAGS ?=
+lock:
+	test -x $(PIP_TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(PIP_TOOLS) && \
+	  $(PIP_TOOLS)/bin/pip install --quiet --progress-bar off pip-tools==7.6.2; }
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_TOOLS)/bin/pip-compile --quiet --extra test \
+	  --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links $(LOCK_FLAGS) \
+	  --output-file $(LOCK) pyproject.toml 2>&1 | { grep -v '^WARNING: Location' || true; }
 
 study: env
 	$(PY) -m pspnet_core.study --params $(PRESET)
