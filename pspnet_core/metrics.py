@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 IGNORE_INDEX = 255  # VOC's object-border label: skipped by losses and metrics (docs/method.md#loss)
@@ -153,18 +154,26 @@ class SegMetrics:
 def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
     """How complex a VOC label map is: classes present, foreground share, boundary share.
 
-    ``boundary_fraction`` counts pixels that are ignore borders (255) or differ from their
-    right / lower neighbour; ``complexity`` = boundary_fraction (small simple regions have few
-    boundary pixels, cluttered scenes many). Add these as columns to the gallery frames.
+    ``ignore_index`` pixels (VOC's 5-px object-border bands, "difficult" regions) are not part
+    of the scene: each takes the label of its nearest labelled pixel (Euclidean), so a border
+    band counts as the one class change it marks, not as a band of complexity.
+    ``boundary_fraction`` = share of pixels whose right / lower neighbour has another class in
+    that filled map; ``complexity`` = boundary_fraction (small simple regions have few boundary
+    pixels, cluttered scenes many). An all-ignored map has complexity 0.
     """
     lab = label.detach().cpu().numpy() if hasattr(label, "detach") else np.asarray(label)
     valid = lab != ignore_index
     classes = np.unique(lab[valid])
     fg = float(((lab != 0) & valid).sum() / max(valid.sum(), 1))
+    if valid.all() or not valid.any():
+        filled = lab
+    else:
+        idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        filled = lab[tuple(idx)]
     edge = np.zeros(lab.shape, dtype=bool)
-    edge[:, :-1] |= lab[:, 1:] != lab[:, :-1]
-    edge[:-1, :] |= lab[1:, :] != lab[:-1, :]
-    edge |= ~valid
+    if valid.any():
+        edge[:, :-1] |= filled[:, 1:] != filled[:, :-1]
+        edge[:-1, :] |= filled[1:, :] != filled[:-1, :]
     bf = float(edge.mean())
     return {
         "n_classes": int(len(classes)),
@@ -172,6 +181,73 @@ def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, 
         "boundary_fraction": bf,
         "complexity": bf,
     }
+
+
+def leaf_region(image: Any, mask: Any | None = None) -> np.ndarray:
+    """The leaf's pixels in a leaf photo (H, W, 3) uint8: bool (H, W).
+
+    Excess green ``2g - r - b`` of the chromaticity (Woebbecke et al. 1995) thresholded by Otsu
+    over the non-padding pixels (padding is exact black), united with the disease ``mask``
+    (brown spots are not green), holes filled, largest connected component kept. Claim 7 and
+    the reliability curve of notebook 05 read only these pixels: never background or padding.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ValueError(f"expected an image (H, W, 3), got shape {img.shape}")
+    total = img.sum(-1)
+    content = total > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chrom = img / np.where(total > 0, total, 1)[..., None]
+    exg = 2 * chrom[..., 1] - chrom[..., 0] - chrom[..., 2]
+    region = content & (exg > _otsu(exg[content])) if content.any() else content
+    if mask is not None:
+        region |= (np.asarray(mask) > 0.5) & (np.asarray(mask) != IGNORE_INDEX) & content
+    region = ndimage.binary_fill_holes(region)
+    labels, n = ndimage.label(region)
+    if n > 1:
+        sizes = np.bincount(labels.ravel())[1:]
+        region = labels == 1 + int(np.argmax(sizes))
+    return region & content
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values`` (maximal between-class variance)."""
+    v = values[np.isfinite(values)]
+    if len(v) == 0 or v.min() == v.max():
+        return float(v.min()) if len(v) else 0.0
+    hist, edges = np.histogram(v, bins=bins)
+    centers = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centers)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu0 = m0 / w0
+        mu1 = (m0[-1] - m0) / w1
+        between = w0 * w1 * (mu0 - mu1) ** 2
+    return float(centers[int(np.nanargmax(between))])
+
+
+def reliability_table(
+    probabilities: Any, masks: Any, regions: Any, bins: int = 10
+) -> list[dict[str, float]]:
+    """Error rate per analog-output bin on leaf pixels: for each of ``bins`` equal bins of p,
+    the pixel count and the share of pixels whose prediction (p >= 0.5) disagrees with the
+    mask. Pixels outside ``regions`` are left out. Notebook 05's reliability curve."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    m = np.asarray(masks).ravel() > 0.5
+    r = np.asarray(regions, dtype=bool).ravel()
+    if not p.shape == m.shape == r.shape:
+        raise ValueError("probabilities, masks and regions differ in size")
+    p, m = p[r], m[r]
+    b = np.minimum((p * bins).astype(int), bins - 1)
+    wrong = (p >= 0.5) != m
+    rows = []
+    for i in range(bins):
+        sel = b == i
+        n = int(sel.sum())
+        rows.append({"p_lo": i / bins, "p_hi": (i + 1) / bins, "n": n,
+                     "error_rate": float(wrong[sel].mean()) if n else float("nan")})
+    return rows
 
 
 def leaf_pixel_stats(

@@ -1,0 +1,438 @@
+"""Claims 1, 2, 3, 5 and 6: criteria on the per-epoch histories (docs/method.md#claims).
+
+Every criterion is one effect per seed, > 0 as the paper claims (thresholds and noise margins
+subtracted); :mod:`pspnet_core.claims.statistics` turns the effects into verdicts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pspnet_core.claims.statistics import (
+    Claim,
+    Part,
+    combine,
+    holm_does_not_hold,
+    make_part,
+    noise_sigma,
+    untestable_part,
+    window,
+)
+
+GAP = 1.5  # claim 1(b): held-out / train loss at the end (mean of the last third) >= 1.5
+NOISE_SIGMAS = 2.0  # claims 1(a), 3(b): a change counts only beyond 2 sigma of epoch noise
+EQUAL_TOL = 0.10  # claim 5(a): "about equal" = held-out losses within a factor 1.10
+RISE_TOL = 0.05  # claim 5(b): "no late rise" = late rise within +-5 % of the earlier best
+FAR = 0.10  # claim 6: "far better" = at least 10 % better (mIoU higher, loss lower)
+
+CLAIM_TEXTS: dict[int, str] = {
+    1: "Without augmentation, training loss falls but held-out loss stays high (overfitting), "
+    "even with the backbone frozen; 1400 VOC images are not enough.",
+    2: "Affine/blur augmentation lowers both training and held-out loss relative to none.",
+    3: "With SGD, Mixup+CutMix gives the lowest held-out loss, but it creeps up slightly late "
+    "in training (mild overfitting).",
+    4: "Small, simple regions give low per-image loss; complex scenes give high loss; held-out "
+    "images with high loss are segmented worse than training images with high loss.",
+    5: "With Adam, affine/blur and Mixup+CutMix end up about equal, and the late overfitting of "
+    "Mixup+CutMix disappears.",
+    6: "PSPNet with augmentation is far better than the authors' earlier U-Net without "
+    "augmentation.",
+    7: "On leaf disease, the analog output marks uncertain regions with lower intensity; it finds "
+    "some disease spots the human labels missed, and also makes errors (a human hand marked as "
+    "disease, some disease missed).",
+}
+
+Histories = Mapping[str, Any]  # run -> {seed: DataFrame} or run -> DataFrame (one seed)
+
+
+def build_claim(n: int, parts: Sequence[Part], evidence: str,
+                context: Sequence[Part] = ()) -> Claim:
+    """Claim ``n`` from its parts (Holm-adjusted, then combined) and evidence."""
+    parts = holm_does_not_hold(parts)
+    seeds = sorted({s for p in parts for s in p.per_seed})
+    criterion = "; ".join(f"{p.label}: {p.criterion}" for p in parts)
+    return Claim(n, CLAIM_TEXTS[n], combine(parts), evidence, criterion, tuple(parts),
+                 tuple(seeds), tuple(context))
+
+
+def missing_claim(n: int, labels_criteria: Sequence[tuple[str, str]], why: str) -> Claim:
+    return build_claim(n, [untestable_part(lab, crit, why) for lab, crit in labels_criteria],
+                       why)
+
+
+def by_seed(x: Any, label: int = 0) -> dict[int, pd.DataFrame]:
+    """``{seed: frame}`` from a mapping seed -> frame or one frame (seed ``label``)."""
+    if x is None:
+        return {}
+    if isinstance(x, pd.DataFrame):
+        return {label: x} if len(x) else {}
+    if isinstance(x, Mapping):
+        return {int(s): df for s, df in x.items() if df is not None and len(df)}
+    raise TypeError(f"expected a DataFrame or a mapping seed -> DataFrame, got {type(x)!r}")
+
+
+def common_seeds(per_run: Mapping[str, Mapping[int, Any]]) -> list[int]:
+    sets = [set(v) for v in per_run.values()]
+    return sorted(set.intersection(*sets)) if sets else []
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Summary numbers of one history (one run, one seed). "End" = the mean of the last third
+    (:func:`window` epochs); "mid" = the mean of the same number of epochs just before it."""
+
+    epochs: int
+    train_end: float
+    ho_end: float
+    train_mid: float
+    ho_mid: float
+    train_best_before: float  # minimum over the epochs before the last third
+    ho_best_before: float
+    ho_min: float
+    ho_min_epoch: int
+    sigma: float  # epoch-to-epoch noise of the held-out loss (robust, trend-free)
+    train_sigma: float
+    metric_end: dict[str, float]
+
+    @property
+    def rise(self) -> float:
+        """Late rise of the held-out loss: (last-third mean - minimum before it) / that
+        minimum. The minimum is taken *before* the last third, so a curve still falling at the
+        end has a negative rise."""
+        m = self.ho_best_before
+        return (self.ho_end - m) / m if m > 0 else float("nan")
+
+    @property
+    def creep(self) -> float:
+        """:attr:`rise` less ``NOISE_SIGMAS`` sigma of epoch noise (claim 3(b))."""
+        m = self.ho_best_before
+        return self.rise - NOISE_SIGMAS * self.sigma / m if m > 0 else float("nan")
+
+    @property
+    def gap(self) -> float:
+        """ln(held-out / training loss), both last-third means."""
+        return log_ratio(self.ho_end, self.train_end)
+
+
+def curve(hist: pd.DataFrame) -> Curve | None:
+    h = hist.sort_values("epoch")
+    n = len(h)
+    if n < 3:
+        return None
+    k = window(n)
+    mid = slice(max(0, n - 2 * k), n - k)
+    tr = h["train_loss"].astype(float).to_numpy()
+    ho = h["heldout_loss"].astype(float).to_numpy()
+    i = int(np.nanargmin(ho))
+    metrics = {c: float(h[c].astype(float).iloc[-k:].mean())
+               for c in h.columns if c.startswith("heldout_") and c != "heldout_loss"}
+    return Curve(
+        epochs=n,
+        train_end=float(tr[-k:].mean()),
+        ho_end=float(ho[-k:].mean()),
+        train_mid=float(tr[mid].mean()),
+        ho_mid=float(ho[mid].mean()),
+        train_best_before=float(np.nanmin(tr[:-k])),
+        ho_best_before=float(np.nanmin(ho[:-k])),
+        ho_min=float(ho[i]),
+        ho_min_epoch=int(h["epoch"].iloc[i]),
+        sigma=noise_sigma(ho),
+        train_sigma=noise_sigma(tr),
+        metric_end=metrics,
+    )
+
+
+def curves(per_seed: Mapping[int, pd.DataFrame]) -> dict[int, Curve]:
+    out = {}
+    for s, df in per_seed.items():
+        c = curve(df)
+        if c is not None:
+            out[s] = c
+    return out
+
+
+def run_curves(histories: Histories, names: Sequence[str]) -> dict[str, dict[int, Curve]]:
+    return {n: curves(by_seed(histories.get(n))) for n in names}
+
+
+def log_ratio(a: float, b: float) -> float:
+    return math.log(max(a, 1e-12) / max(b, 1e-12))
+
+
+def fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def mean_sd(values: Sequence[float]) -> str:
+    """``mean +- sd (n seeds)`` (sd over seeds; just the value for one seed)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return "n/a"
+    if len(v) == 1:
+        return f"{fmt(v[0])} (1 seed)"
+    return f"{fmt(v.mean())} +- {fmt(v.std(ddof=1))} ({len(v)} seeds)"
+
+
+# ---------------------------------------------------------------- claim 1
+
+
+def stall_effect(c: Curve) -> float:
+    """Claim 1(a): how much more the training loss still falls than the held-out loss from the
+    middle to the last third, ``ln(train_mid / train_end) - ln(ho_mid / ho_end)``, less
+    ``NOISE_SIGMAS`` x the combined relative epoch noise of both curves. A flat noisy pair of
+    curves gives about -margin; overfitting (training falls, held-out flat or rising) > 0."""
+    margin = NOISE_SIGMAS * math.hypot(c.sigma / c.ho_mid, c.train_sigma / c.train_mid)
+    return log_ratio(c.train_mid, c.train_end) - log_ratio(c.ho_mid, c.ho_end) - margin
+
+
+def claim1(histories: Histories, run: str = "sgd_none", augmented: str = "sgd_affine") -> Claim:
+    """Overfitting without augmentation: the held-out loss stalls while the training loss still
+    falls (beyond the noise), the final gap is large, and augmentation narrows it."""
+    crit = {
+        "(a) held-out stalls while training falls": (
+            f"{run}: ln(training loss middle third / last third) - ln(held-out loss middle / "
+            f"last third) - {NOISE_SIGMAS:g} x the relative epoch noise of both curves "
+            "(median |second difference| / (0.6745 sqrt 6)), > 0"),
+        "(b) the final gap is large": (
+            f"{run}: ln(held-out / training loss, both means of the last third) - ln {GAP:g} "
+            "> 0"),
+        "(c) augmentation narrows the gap": (
+            f"ln(held-out / training loss) of {run} - that of {augmented}, last third, same "
+            "seed, > 0"),
+    }
+    labels = list(crit)
+    runs = run_curves(histories, [run, augmented])
+    cs = runs[run]
+    if not cs:
+        return missing_claim(1, list(crit.items()), f"run {run} is missing (or < 3 epochs)")
+    parts = [make_part(labels[0], crit[labels[0]], {s: stall_effect(c) for s, c in cs.items()}),
+             make_part(labels[1], crit[labels[1]],
+                       {s: c.gap - math.log(GAP) for s, c in cs.items()})]
+    aug = runs[augmented]
+    seeds = common_seeds(runs)
+    if seeds:
+        parts.append(make_part(labels[2], crit[labels[2]],
+                               {s: cs[s].gap - aug[s].gap for s in seeds}))
+    else:
+        parts.append(untestable_part(labels[2], crit[labels[2]],
+                                     f"run {augmented} missing or with no seed of {run}"))
+    v = list(cs.values())
+    evidence = (
+        f"{run}, last third = {window(v[0].epochs)} of {v[0].epochs} epochs: training loss "
+        f"middle {mean_sd([c.train_mid for c in v])} -> last {mean_sd([c.train_end for c in v])}"
+        f"; held-out middle {mean_sd([c.ho_mid for c in v])} -> last "
+        f"{mean_sd([c.ho_end for c in v])}; held-out / training "
+        f"{mean_sd([c.ho_end / c.train_end for c in v])}"
+        + (f" vs {augmented} {mean_sd([aug[s].ho_end / aug[s].train_end for s in seeds])}"
+           if seeds else "")
+        + ". (Data size and frozen backbone are the preset's, not varied.)"
+    )
+    return build_claim(1, parts, evidence)
+
+
+# ---------------------------------------------------------------- claims 2, 3
+
+
+def claim2(histories: Histories, none: str = "sgd_none", affine: str = "sgd_affine") -> Claim:
+    """Affine/blur lowers both losses relative to no augmentation (seeds paired)."""
+    crit = {
+        "(a) lower training loss": (
+            f"ln(training loss {none} / {affine}), means of the last third, same seed, > 0"),
+        "(b) lower held-out loss": (
+            f"ln(held-out loss {none} / {affine}), means of the last third, same seed, > 0"),
+    }
+    runs = run_curves(histories, [none, affine])
+    seeds = common_seeds(runs)
+    if not seeds:
+        miss = [r for r, c in runs.items() if not c]
+        why = f"run(s) {', '.join(miss) or none + '/' + affine} missing or with no common seed"
+        return missing_claim(2, list(crit.items()), why)
+    n, a = runs[none], runs[affine]
+    labels = list(crit)
+    parts = [
+        make_part(labels[0], crit[labels[0]],
+                  {s: log_ratio(n[s].train_end, a[s].train_end) for s in seeds}),
+        make_part(labels[1], crit[labels[1]],
+                  {s: log_ratio(n[s].ho_end, a[s].ho_end) for s in seeds}),
+    ]
+    evidence = (
+        f"training loss (last third): {affine} {mean_sd([a[s].train_end for s in seeds])} vs "
+        f"{none} {mean_sd([n[s].train_end for s in seeds])}; held-out: {affine} "
+        f"{mean_sd([a[s].ho_end for s in seeds])} vs {none} "
+        f"{mean_sd([n[s].ho_end for s in seeds])}"
+    )
+    return build_claim(2, parts, evidence)
+
+
+def _rise_text(run: str) -> str:
+    return (f"{run}: (mean held-out loss of the last third - its minimum over the epochs "
+            "before) / that minimum")
+
+
+def claim3(
+    histories: Histories,
+    mix: str = "sgd_mix",
+    others: Sequence[str] = ("sgd_none", "sgd_affine"),
+) -> Claim:
+    """SGD: Mixup+CutMix has the lowest held-out loss, then creeps up beyond the noise."""
+    crit = {
+        "(a) lowest held-out loss": (
+            f"min over {', '.join(others)} of ln(their minimum held-out loss / that of {mix}), "
+            "same seed, > 0"),
+        "(b) creeps up late": (
+            _rise_text(mix) + f" - {NOISE_SIGMAS:g} sigma / that minimum, sigma = the curve's "
+            "epoch-to-epoch noise (median |second difference| / (0.6745 sqrt 6) over its "
+            "second half), > 0"),
+    }
+    labels = list(crit)
+    runs = run_curves(histories, [mix, *others])
+    m = runs[mix]
+    present = [o for o in others if runs[o]]
+    if not m:
+        return missing_claim(3, list(crit.items()), f"run {mix} is missing (or < 3 epochs)")
+    parts = []
+    if present:
+        seeds = common_seeds({k: runs[k] for k in (mix, *present)})
+        lowest = {s: min(log_ratio(runs[o][s].ho_min, m[s].ho_min) for o in present)
+                  for s in seeds}
+        parts.append(make_part(labels[0], crit[labels[0]], lowest,
+                               note="" if seeds else "no seed common to all runs"))
+    else:
+        parts.append(untestable_part(labels[0], crit[labels[0]],
+                                     f"needs at least one of {', '.join(others)}"))
+    parts.append(make_part(labels[1], crit[labels[1]], {s: c.creep for s, c in m.items()}))
+    evidence = (
+        f"minimum held-out loss: {mix} {mean_sd([c.ho_min for c in m.values()])}, "
+        + ", ".join(f"{o} {mean_sd([c.ho_min for c in runs[o].values()])}" for o in present)
+        + f"; {mix}: epoch of the minimum "
+        + ", ".join(f"s{s} {c.ho_min_epoch}/{c.epochs}" for s, c in m.items())
+        + f", last-third mean {mean_sd([c.ho_end for c in m.values()])}, noise sigma "
+        f"{mean_sd([c.sigma for c in m.values()])}"
+    )
+    return build_claim(3, parts, evidence)
+
+
+# ---------------------------------------------------------------- claim 5
+
+
+def claim5(
+    histories: Histories,
+    affine: str = "adam_affine",
+    mix: str = "adam_mix",
+    sgd_mix: str = "sgd_mix",
+) -> Claim:
+    """Adam: affine and mix end about equal; mix's late rise is gone (equivalence), and it is
+    smaller than SGD+mix's (paired contrast)."""
+    tol = math.log(1 + EQUAL_TOL)
+    crit = {
+        "(a) about equal": (
+            f"ln(held-out loss {affine} / {mix}), means of the last third, same seed: interval "
+            f"inside +-ln(1 + {EQUAL_TOL:g}) = +-{tol:.4f}"),
+        "(b) no late rise": (
+            _rise_text(mix) + f": interval inside +-{RISE_TOL:g} (equivalence)"),
+        "(c) less rise than with SGD": (
+            f"rise of {sgd_mix} - rise of {mix} (same measure as (b)), same seed, > 0"),
+    }
+    labels = list(crit)
+    runs = run_curves(histories, [affine, mix, sgd_mix])
+    miss = [r for r in (affine, mix) if not runs[r]]
+    if miss:
+        return missing_claim(5, list(crit.items()), f"run(s) {', '.join(miss)} missing")
+    a, m, g = runs[affine], runs[mix], runs[sgd_mix]
+    seeds = common_seeds({affine: a, mix: m})
+    parts = [
+        make_part(labels[0], crit[labels[0]],
+                  {s: log_ratio(a[s].ho_end, m[s].ho_end) for s in seeds}, kind="within",
+                  tol=tol),
+        make_part(labels[1], crit[labels[1]], {s: c.rise for s, c in m.items()},
+                  kind="within", tol=RISE_TOL),
+    ]
+    paired = sorted(set(g) & set(m))
+    if paired:
+        parts.append(make_part(labels[2], crit[labels[2]],
+                               {s: g[s].rise - m[s].rise for s in paired}))
+    else:
+        parts.append(untestable_part(labels[2], crit[labels[2]],
+                                     f"run {sgd_mix} missing or with no seed of {mix}"))
+    evidence = (
+        f"held-out loss (last third): {affine} {mean_sd([a[s].ho_end for s in seeds])}, {mix} "
+        f"{mean_sd([m[s].ho_end for s in seeds])}; {mix}: epoch of the minimum "
+        + ", ".join(f"s{s} {c.ho_min_epoch}/{c.epochs}" for s, c in m.items())
+        + f", late rise {mean_sd([c.rise for c in m.values()])}"
+        + (f"; {sgd_mix} late rise {mean_sd([g[s].rise for s in paired])}" if paired else "")
+    )
+    return build_claim(5, parts, evidence)
+
+
+# ---------------------------------------------------------------- claim 6
+
+
+def _metric(c: Curve, metric: str) -> float:
+    return c.metric_end.get(metric, float("nan"))
+
+
+def _far_effects(better: Mapping[int, Curve], worse: Mapping[int, Curve], metric: str,
+                 far: float) -> tuple[dict[int, float], dict[int, float]]:
+    seeds = sorted(set(better) & set(worse))
+    miou = {s: log_ratio(_metric(better[s], metric), _metric(worse[s], metric))
+            - math.log(1 + far)
+            if np.isfinite(_metric(better[s], metric) * _metric(worse[s], metric))
+            else float("nan") for s in seeds}
+    loss = {s: log_ratio(worse[s].ho_end, better[s].ho_end) - math.log(1 + far) for s in seeds}
+    return miou, loss
+
+
+def claim6(
+    histories: Histories | None = None,
+    run: str = "sgd_mix",
+    unet: str = "unet_none",
+    none: str = "sgd_none",
+    metric: str = "heldout_miou",
+) -> Claim:
+    """PSPNet with augmentation (the pre-registered ``run``, ``claims.claim6_run`` of the
+    preset) vs the U-Net without, per seed; as context, the architecture effect (``none`` vs
+    ``unet``) and the augmentation effect (``run`` vs ``none``), which are not in the
+    verdict."""
+    crit = {
+        "(a) higher held-out mIoU": (
+            f"ln({metric} of {run} / that of {unet}), means of the last third, same seed, "
+            f"- ln(1 + {FAR:g}) > 0 (at least {FAR:.0%} higher)"),
+        "(b) lower held-out loss": (
+            f"ln(held-out loss of {unet} / that of {run}), same seed, - ln(1 + {FAR:g}) > 0 "
+            f"(at least {FAR:.0%} lower)"),
+    }
+    labels = list(crit)
+    runs = run_curves(histories or {}, [run, unet, none])
+    p, u, n = runs[run], runs[unet], runs[none]
+    if not u or not p or not set(p) & set(u):
+        why = (f"run {unet} (the U-Net baseline) is missing" if not u else
+               f"run {run} (claims.claim6_run) is missing or shares no seed with {unet}")
+        return missing_claim(6, list(crit.items()), why)
+    miou, loss = _far_effects(p, u, metric, FAR)
+    parts = [make_part(labels[0], crit[labels[0]], miou),
+             make_part(labels[1], crit[labels[1]], loss)]
+    context = []
+    for label, better, worse, who in (
+        ("architecture effect", n, u, f"{none} vs {unet}"),
+        ("augmentation effect", p, n, f"{run} vs {none}"),
+    ):
+        if set(better) & set(worse):
+            m_eff, _ = _far_effects(better, worse, metric, 0.0)
+            context.append(make_part(f"{label} ({who})",
+                                     f"ln({metric} ratio), last third, same seed", m_eff))
+    seeds = sorted(set(p) & set(u))
+    evidence = (
+        f"pre-registered PSPNet run (claims.claim6_run): {run}; {metric} (last third) {run} "
+        f"{mean_sd([_metric(p[s], metric) for s in seeds])} vs {unet} "
+        f"{mean_sd([_metric(u[s], metric) for s in seeds])}"
+        + (f", {none} {mean_sd([_metric(c, metric) for c in n.values()])}" if n else "")
+        + f"; held-out loss {run} {mean_sd([p[s].ho_end for s in seeds])} vs {unet} "
+        f"{mean_sd([u[s].ho_end for s in seeds])}"
+    )
+    return build_claim(6, parts, evidence, context)
