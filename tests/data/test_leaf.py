@@ -11,7 +11,7 @@ from PIL import Image
 
 from pspnet_core.config import AugmentConfig
 from pspnet_core.data.augment import build_transform
-from pspnet_core.data.leaf import leaf_datasets, leaf_pairs, split_fraction
+from pspnet_core.data.leaf import LeafDataset, leaf_datasets, leaf_pairs, split_fraction
 from pspnet_core.data.loading import DataError, DatasetNotFoundError
 
 
@@ -74,3 +74,72 @@ def test_split_fraction_is_seeded():
     assert (tr, ho) == split_fraction(40, 0.2, 0) and (tr, ho) != split_fraction(40, 0.2, 1)
     with pytest.raises(DataError, match="1 images"):
         split_fraction(1, 0.2, 0)
+
+
+def big_leaf(root, size=(2160, 1440)):
+    """One Kaggle-size leaf photo (JPEG, a left half / right half pattern) with its 0/38 mask."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    w, h = size
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 2] = (30, 140, 40)
+    rgb[:, w // 2 :] = (150, 90, 20)
+    Image.fromarray(rgb).save(root / "images" / "leaf_big.jpg", quality=90)
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, w // 2 :] = 38
+    Image.fromarray(mask, "L").save(root / "masks" / "leaf_big.png")
+    return root
+
+
+def test_large_jpeg_decodes_reduced_through_draft(tmp_path, monkeypatch):
+    """A 2160x1440 photo for an 81 px input (decode_size 162) is decoded by libjpeg at 1/8
+    (270x180, never below 162 a side), through Image.draft; the mask follows (nearest)."""
+    root = big_leaf(tmp_path / "leaf")
+    from PIL import JpegImagePlugin
+
+    calls = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        calls.append((self.format, self.size, mode, size))
+        return real_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    ds = LeafDataset(leaf_pairs(root), None, decode_size=162)
+    image, mask = ds.load_raw(0)
+    assert calls and calls[0][:2] == ("JPEG", (2160, 1440)) and calls[0][3] == (162, 162)
+    assert image.shape == (180, 270, 3) and mask.shape == (180, 270)  # 1/8, both sides >= 162
+    assert set(np.unique(mask)) == {0, 1}
+    assert (mask[:, :134] == 0).all() and (mask[:, 136:] == 1).all()  # labels stay aligned
+    whole = LeafDataset(leaf_pairs(root), None)  # no decode_size: decoded as stored
+    assert whole.load_raw(0)[0].shape == (1440, 2160, 3)
+    near = LeafDataset(leaf_pairs(root), None, decode_size=800)
+    assert near.load_raw(0)[0].shape == (1440, 2160, 3)  # 1/2 would give 720 < 800
+
+
+def test_small_images_decode_exactly_as_before(leaf_root):
+    """The synthetic set (64 px here, 128 px in smoke) is below twice any input size: bytes
+    identical to a plain full decode, so training histories do not change."""
+    reduced, _ = leaf_datasets(leaf_root, 0.25, 0, None, None, decode_size=130)
+    plain, _ = leaf_datasets(leaf_root, 0.25, 0, None, None)
+    for i in range(len(plain)):
+        a, b = reduced.load_raw(i), plain.load_raw(i)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_stored_size_mismatch_is_checked_before_reducing(tmp_path):
+    root = big_leaf(tmp_path / "leaf")
+    Image.fromarray(np.zeros((300, 400), np.uint8), "L").save(root / "masks" / "leaf_big.png")
+    with pytest.raises(DataError, match=r"size mismatch.*2160x1440.*400x300"):
+        LeafDataset(leaf_pairs(root), None, decode_size=162).load_raw(0)
+
+
+def test_build_datasets_passes_twice_the_input_size(tmp_path, monkeypatch):
+    from pspnet_core.config import load_params, resolve_run
+    from pspnet_core.data import build_datasets
+
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path))
+    cfg = load_params("smoke", {"data.synthetic_leaf_images": 6, "data.synthetic_size": 64,
+                                "train.leaf_image_size": 65})
+    train, held = build_datasets(resolve_run(cfg, "leaf_sgd_affine"))
+    assert train.decode_size == held.decode_size == 130
