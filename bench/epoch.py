@@ -20,6 +20,7 @@ import torch
 from pspnet_core import data, engine
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.data.loading import make_loader
+from pspnet_core.device import resolve_device
 from pspnet_core.model import build_model
 
 OUT = Path(__file__).with_name("RESULTS-engine.md")
@@ -60,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_params(args.params)
     rc = resolve_run(cfg, args.run)
-    device = engine.resolve_device(args.device or rc.device)
+    device = resolve_device(args.device or rc.device)
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:

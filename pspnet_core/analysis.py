@@ -1,6 +1,7 @@
 """Inference on trained runs: what the notebooks compute from them (docs/method.md#figures,
 figs. 6-9 and 11-13).
 
+- :func:`load_model`: a trained run's network (last completed epoch) in eval mode.
 - :func:`predict`: main-head logits of a model for a batch, in the run's precision.
 - :func:`per_image_losses`: main-head loss of ``n`` seeded random images of a split.
 - :func:`ranked_losses`: per-image main-head loss of ``n`` random images of a split, with a
@@ -14,6 +15,7 @@ figs. 6-9 and 11-13).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Literal
 
@@ -25,7 +27,7 @@ from torch.utils.data import DataLoader, Subset
 
 from pspnet_core import data
 from pspnet_core.atomic import atomic_write_text
-from pspnet_core.engine import autocast, resolve_device
+from pspnet_core.device import autocast, resolve_device
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
     binary_confusion,
@@ -36,9 +38,22 @@ from pspnet_core.metrics import (
     pixel_accuracy,
     scene_complexity,
 )
+from pspnet_core.model import build_model
 from pspnet_core.runs import Run
 
 Split = Literal["train", "heldout"]
+
+
+def load_model(run: Run, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained network of ``run`` (PSPNet or U-Net, ``run_cfg.arch``; last completed
+    epoch) in eval mode on ``device``; :class:`pspnet_core.runs.RunNotTrainedError` without a
+    checkpoint."""
+    state = run.checkpoint(map_location="cpu")
+    # the checkpoint holds every weight: do not fetch pretrained ones again
+    model_cfg = dataclasses.replace(run.run_cfg.model, weights=None)
+    model = build_model(model_cfg, run.run_cfg.num_classes, arch=run.run_cfg.arch)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
 
 
 @torch.no_grad()
@@ -77,7 +92,7 @@ def per_image_losses(
     k = min(int(n), len(ds))
     chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=k, replace=False))
     dev = resolve_device(device)
-    model = run.load_model(dev)
+    model = load_model(run, dev)
     loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
                         shuffle=False, num_workers=0)
     losses, mious, accs = [], [], []
@@ -141,7 +156,7 @@ def gallery_tiles(
     the evaluation dataset's images ``indices`` (deterministic ``none`` transform)."""
     rc = run.run_cfg
     ds = data.build_eval_dataset(rc, split)
-    model = model if model is not None else run.load_model("cpu")
+    model = model if model is not None else load_model(run, "cpu")
     items = [ds[int(i)] for i in indices]
     images = torch.stack([img for img, _ in items])  # (N, 3, H, W)
     labels = torch.stack([lab for _, lab in items])  # (N, H, W)
@@ -164,7 +179,7 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
     if rc.num_classes != 1:
         raise ValueError(f"run {run.name!r} has {rc.num_classes} classes; the leaf run has 1")
     ds = data.build_eval_dataset(rc, "heldout")
-    model = run.load_model("cpu")
+    model = load_model(run, "cpu")
     images, masks, probs = [], [], []
     for start in range(0, len(ds), rc.eval_batch_size):
         batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]

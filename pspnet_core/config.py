@@ -339,7 +339,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ParamsError(f"{key}: expected a string, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
+        return build_config_section(tp, value, key)
     if origin in (tuple, list):  # tuple[int, ...] / list[int]: a YAML list
         item_tp = typing.get_args(tp)[0]
         if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
@@ -355,8 +355,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this schema
 
 
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a mapping, validating keys, types and ranges."""
+def build_config_section(cls: type, values: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, validating keys, types and ranges; ``prefix`` is
+    the dotted key of the mapping in the preset (for messages; "" at the top level)."""
     where = prefix or "top level"
     if values is None:
         values = {}
@@ -486,7 +487,7 @@ def load_params(
     for dotted, value in merged.items():
         _apply_override(tree, dotted, value)
     try:
-        cfg = _build(StudyConfig, tree, "")
+        cfg = build_config_section(StudyConfig, tree)
         _check_consistency(cfg)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None

@@ -5,7 +5,7 @@ A run folder holds
 
     params.yaml     the resolved RunConfig (what the hash was computed from)
     env.json        provenance: package versions, git commit, device, seed, host, threads
-    checkpoint.pt   model, optimizer, scheduler, completed epochs, RNG states, history
+    checkpoint.pt   model, optimizer, scheduler, completed epochs, history, run hash, world size
     history.csv     one row per completed epoch (engine.fit documents the columns)
     DONE            written after the last epoch's checkpoint: the run is finished
 
@@ -21,14 +21,14 @@ every epoch reseeds from ``(seed, epoch)``) and are read with ``torch.load(weigh
 A damaged or unsafe file is a :class:`RunFileError` naming it and saying what to do; a save that
 hits a full disk is a :class:`DiskFullError` naming the path (the previous files stay intact).
 
-This module only stores: ``engine.get_run`` / ``engine.fit`` train into it, ``analysis`` reads
-trained runs. A ``.lock`` file held with ``flock`` stops two processes from training the same run
-at once (the OS releases it if a process dies).
+This module only stores (it builds no network): ``engine.get_run`` / ``engine.fit`` train into
+it, ``analysis`` reads trained runs (``analysis.load_model(run)`` rebuilds the network). A
+``.lock`` file held with ``flock`` stops two processes from training the same run at once (the OS
+releases it if a process dies). Checkpoints are read with ``torchfile.load_torch_file``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import io
@@ -56,12 +56,12 @@ from pspnet_core.config import (
     ParamsError,
     RunConfig,
     StudyConfig,
-    _build,
+    build_config_section,
     dump_params,
     resolve_run,
     run_hash,
 )
-from pspnet_core.model import build_model, load_torch_file
+from pspnet_core.torchfile import load_torch_file
 
 PARAMS_FILE = "params.yaml"
 HISTORY_FILE = "history.csv"
@@ -192,7 +192,7 @@ def load_run_config(path: str | Path) -> RunConfig:
             f"delete {Path(path).parent} to retrain"
         ) from None
     try:
-        return _build(RunConfig, tree, "")
+        return build_config_section(RunConfig, tree)
     except ParamsError as err:
         raise ParamsError(f"{path}: {err}") from None
 
@@ -355,16 +355,6 @@ class Run:
                 isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(history))):
             raise bad(f"its history does not hold epochs 1..{epoch}")
         return state
-
-    def load_model(self, device: str | torch.device = "cpu"):
-        """The trained network (PSPNet or U-Net, ``run_cfg.arch``; last completed epoch) in eval
-        mode on ``device``."""
-        state = self.checkpoint(map_location="cpu")
-        # the checkpoint holds every weight: do not fetch pretrained ones again
-        model_cfg = dataclasses.replace(self.run_cfg.model, weights=None)
-        model = build_model(model_cfg, self.run_cfg.num_classes, arch=self.run_cfg.arch)
-        model.load_state_dict(state["model"])
-        return model.to(device).eval()
 
     def __repr__(self) -> str:
         return f"Run({self.name!r}, {self.describe()}, dir={str(self.dir)!r})"

@@ -37,7 +37,7 @@ class Tiny(nn.Module):
 
 class NaNAfter(Tiny):
     """Tiny whose main logits turn NaN from training forward ``after + 1`` on (a diverged model):
-    what a too-high learning rate does, reaching the real loss (``losses.total_loss``)."""
+    what a too-high learning rate does, reaching the real loss (``losses.main_and_total``)."""
 
     def __init__(self, k: int, after: int):
         super().__init__(k)
@@ -288,7 +288,7 @@ def test_per_image_losses(reference_run):
     # recompute one by hand
     i = int(df["index"].iloc[0])
     x, y = ds[i]
-    logits = analysis.predict(run.load_model(), x)
+    logits = analysis.predict(analysis.load_model(run), x)
     want = float(segmentation_loss(logits, y[None], reduction="per_image")[0])
     assert df["loss"].iloc[0] == pytest.approx(want, rel=1e-5)
     held = analysis.per_image_losses(run, "heldout", n=100, seed=0, device="cpu")
@@ -322,7 +322,8 @@ def test_ddp_two_cpu_processes_write_one_history(reference_run, tmp_path):
     rc = run.run_cfg
     _, heldout = data.build_datasets(rc)
     loader = data.make_loader(heldout, rc.eval_batch_size, train=False, seed=rc.seed)
-    single = engine.evaluate(run.load_model("cpu"), loader, rc, torch.device("cpu"), quiet=True)
+    single = engine.evaluate(analysis.load_model(run, "cpu"), loader, rc, torch.device("cpu"),
+                             quiet=True)
     last = hist.iloc[-1]
     assert single["loss"] == pytest.approx(last["heldout_loss"], rel=1e-5)
     assert single["miou"] == pytest.approx(last["heldout_miou"], abs=1e-9)

@@ -32,7 +32,7 @@ from PIL import Image
 from tiny_preset import history_equal, write_tiny
 from torch import nn
 
-from pspnet_core import engine, runs
+from pspnet_core import analysis, engine, runs
 from pspnet_core import model as model_mod
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.data import synthetic
@@ -186,7 +186,7 @@ def _pickle_checkpoint(how: str):
         torch.save({"model": Payload(tmp / MARKER_NAME), "epoch": 2}, r.checkpoint_path)
         cfg = r.run_cfg
         act = {"open": lambda: runs.open_run(cfg), "checkpoint": lambda: r.checkpoint(),
-               "load_model": lambda: r.load_model(), "fit": lambda: engine.fit(cfg),
+               "load_model": lambda: analysis.load_model(r), "fit": lambda: engine.fit(cfg),
                "history": lambda: r.history}[how]
         return Case(act, [tmp])
     return setup

@@ -63,16 +63,6 @@ def test_layout_and_provenance(reference_run):
 
 
 @pytest.mark.slow
-def test_load_model_is_eval_mode_with_checkpoint_weights(reference_run):
-    _, _, run = reference_run
-    model = run.load_model("cpu")
-    assert not model.training
-    state = _weights(run)
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), k
-
-
-@pytest.mark.slow
 def test_finished_run_is_returned_without_training(reference_run, monkeypatch):
     _, params, run = reference_run
     mtime = run.checkpoint_path.stat().st_mtime_ns
@@ -91,7 +81,7 @@ def test_absent_run_without_training(tmp_path):
     r = engine.get_run(load_params(params), "adam_none", train=False)
     assert r.status == "absent" and r.history.empty
     with pytest.raises(runs.RunNotTrainedError, match="no checkpoint"):
-        r.load_model()
+        r.checkpoint()
     table = runs.list_runs(load_params(params))
     assert set(table["status"]) == {"absent"} and len(table) == 3
 

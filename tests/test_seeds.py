@@ -81,7 +81,7 @@ def test_ranked_losses_have_per_image_miou(tmp_path):
     ds = data.build_eval_dataset(run.run_cfg, "heldout")
     row = frame.iloc[0]
     x, y = ds[int(row["index"])]
-    logits = analysis.predict(run.load_model(), x)
+    logits = analysis.predict(analysis.load_model(run), x)
     cm = metrics.confusion_matrix(logits[0].argmax(0), y, run.run_cfg.num_classes)
     assert row["miou"] == pytest.approx(metrics.mean_iou(cm))
     assert row["pixel_acc"] == pytest.approx(metrics.pixel_accuracy(cm))

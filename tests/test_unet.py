@@ -73,17 +73,17 @@ def test_unet_none_is_a_default_run():
 
 @pytest.mark.slow
 def test_unet_run_trains_and_reloads_as_unet(tmp_path):
-    """engine.fit builds the run's arch; Run.load_model rebuilds it from the checkpoint."""
+    """engine.fit builds the run's arch; analysis.load_model rebuilds it from the checkpoint."""
     from tiny_preset import write_tiny
 
-    from pspnet_core import engine
+    from pspnet_core import analysis, engine
 
     params = write_tiny(tmp_path, train={"epochs": 1},
                         runs={"unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",
                                             "arch": "unet"}})
     run = engine.get_run(load_params(params), "unet_none")
     assert run.done and len(run.history) == 1
-    m = run.load_model("cpu")
+    m = analysis.load_model(run, "cpu")
     assert isinstance(m, UNet) and not m.training
     with torch.no_grad():
         main, aux = m(torch.randn(1, 3, 65, 65))

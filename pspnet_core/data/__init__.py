@@ -64,7 +64,7 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
     if leaf:  # leaf_source synthetic or folder ("kaggle" is read as folder): one layout
         return leaf_datasets(root, data.leaf_heldout_fraction, data.split_seed, train_tf, eval_tf,
                              decode_size=2 * run_cfg.image_size)
-    if data.voc_source == "folder":  # JPEGs decode at >= 2x the input size (folder.open_rgb)
+    if data.voc_source == "folder":  # JPEGs decode at >= 2x the input size (loading.open_rgb)
         return folder_datasets(root, data.n_train, data.n_heldout, data.split_seed, train_tf,
                                eval_tf, run_cfg.num_classes, data.ignore_index,
                                decode_size=2 * run_cfg.image_size,

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from pspnet_core.data.loading import (
     DataError,
@@ -37,6 +37,7 @@ from pspnet_core.data.loading import (
     check_labels,
     open_rgb,
     pairs_by_stem,
+    read_mask,
 )
 from pspnet_core.data.voc import split_ids
 from pspnet_core.metrics import IGNORE_INDEX
@@ -48,38 +49,6 @@ FOLDER_LAYOUT = """\
   <root>/
       {images}/<stem>.jpg     (.jpeg, .png accepted; any case)
       {masks}/<stem>.png      grayscale or palette PNG: class index 0..K-1, ignore_index"""
-
-
-def read_index_mask(path: str | Path) -> np.ndarray:
-    """uint8 (H, W) class indices of a grayscale or palette PNG (an RGB file whose three
-    channels are equal is read as grayscale); anything else is a :class:`DataError`."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            if mode in ("L", "P", "1"):
-                return np.asarray(im, dtype=np.uint8)
-            if mode in ("I", "I;16", "I;16B", "I;16L"):
-                arr = np.asarray(im)
-                if arr.max(initial=0) > 255:
-                    raise DataError(
-                        f"mask {path}: values up to {arr.max()} do not fit a label map (0..255)"
-                    )
-                return arr.astype(np.uint8)
-            if mode in ("RGB", "RGBA", "LA"):
-                arr = np.asarray(im.convert("RGB"))
-                if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
-                    return np.ascontiguousarray(arr[..., 0])
-    except FileNotFoundError:
-        raise DataError(f"mask file {path} does not exist") from None
-    except DataError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"cannot read mask {path} (corrupt or not an image): {err}") from None
-    raise DataError(
-        f"mask {path} is a {mode} colour image: the folder source wants class indices, saved "
-        "as a grayscale (L) or palette (P) PNG whose pixel values are the class ids"
-    )
 
 
 def folder_pairs(root: str | Path, images: str = "images", masks: str = "masks") -> list[Pair]:
@@ -117,7 +86,7 @@ class FolderDataset(PairedDataset):
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         pair = self.pairs[index]
         image, (w, h) = open_rgb(pair.image, self.decode_size)
-        mask = read_index_mask(pair.mask)
+        mask = read_mask(pair.mask)  # class indices: palette, grayscale or equal-channel RGB
         mh, mw = mask.shape
         if (mw, mh) != (w, h):
             raise DataError(

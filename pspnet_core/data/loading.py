@@ -63,12 +63,14 @@ def open_rgb(
 
 
 def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarray:
-    """Mask as uint8 (H, W) of stored values.
+    """Mask as uint8 (H, W) of stored values: the one mask reader of the VOC, folder and leaf
+    sources.
 
     Palette ("P") PNGs give their palette indices (VOC: the indices ARE the class ids);
-    grayscale gives its values; an RGB mask is mapped back through ``colormap`` when given, and
-    without one it is read as grayscale only if its three channels are equal everywhere.
-    A JPEG mask is a :class:`DataError`: lossy compression invents label values at edges.
+    grayscale ("L", "1", or 16/32-bit integer with values <= 255) gives its values; an RGB(A)
+    mask is mapped back through ``colormap`` when given, and without one it is read as grayscale
+    only if its three channels are equal everywhere. A JPEG mask is a :class:`DataError`: lossy
+    compression invents label values at edges.
     """
     try:
         with Image.open(path) as im:
@@ -87,7 +89,9 @@ def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarra
             if mode in ("I", "I;16", "I;16B", "I;16L"):
                 arr = np.asarray(im)
                 if arr.max(initial=0) > 255:
-                    raise DataError(f"mask {path}: values up to {arr.max()} do not fit a label map")
+                    raise DataError(
+                        f"mask {path}: values up to {arr.max()} do not fit a label map (0..255)"
+                    )
                 return arr.astype(np.uint8)
             rgb = np.asarray(im.convert("RGB"))
     except FileNotFoundError:
@@ -101,8 +105,8 @@ def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarra
             colours = np.unique(rgb.reshape(-1, 3), axis=0)[:5].tolist()
             raise DataError(
                 f"mask {path}: an RGB mask with coloured pixels (e.g. {colours}); masks must be "
-                "grayscale or palette images of label values (an RGB mask is accepted only when "
-                "its three channels are equal)"
+                "grayscale (L) or palette (P) PNGs whose pixel values are the class ids (an RGB "
+                "mask is accepted only when its three channels are equal)"
             )
         return rgb[..., 0].copy()
     return rgb_to_index(rgb, colormap, path)

@@ -13,7 +13,8 @@ from PIL import Image
 
 from pspnet_core.config import ParamsError, load_params, resolve_run, run_hash
 from pspnet_core.data import DataError, DatasetNotFoundError, build_datasets
-from pspnet_core.data.folder import FolderDataset, folder_pairs, open_rgb, read_index_mask
+from pspnet_core.data.folder import FolderDataset, folder_pairs
+from pspnet_core.data.loading import open_rgb
 from pspnet_core.metrics import IGNORE_INDEX
 from pspnet_core.paths import SOURCE_ROOT
 
@@ -91,17 +92,17 @@ def test_palette_jpeg_and_rgb_masks(tmp_path):
     pal = Image.fromarray(np.full((10, 20), 2, np.uint8), mode="P")
     pal.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] * 10)
     pal.save(root / "masks" / "a.png")
-    assert read_index_mask(root / "masks" / "a.png").max() == 2  # palette index, not colour
-    grey_rgb = Image.fromarray(np.full((10, 20, 3), 3, np.uint8))
-    grey_rgb.save(tmp_path / "g.png")
-    assert read_index_mask(tmp_path / "g.png").max() == 3
-    colour = np.zeros((10, 20, 3), np.uint8)
-    colour[..., 0] = 128
-    Image.fromarray(colour).save(tmp_path / "c.png")
-    with pytest.raises(DataError, match="c.png is a RGB colour image.*grayscale"):
-        read_index_mask(tmp_path / "c.png")
+    assert FolderDataset(folder_pairs(root), None, num_classes=3).load_raw(0)[1].max() == 2
     ds = FolderDataset(folder_pairs(root), None, num_classes=2)
     with pytest.raises(DataError, match=r"a.png: values \[2\] are outside 0..1 and 255"):
+        ds.load_raw(0)
+    # an RGB mask is read as grayscale when its three channels are equal, else refused
+    Image.fromarray(np.full((10, 20, 3), 1, np.uint8)).save(root / "masks" / "a.png")
+    assert ds.load_raw(0)[1].max() == 1
+    colour = np.zeros((10, 20, 3), np.uint8)
+    colour[..., 0] = 128
+    Image.fromarray(colour).save(root / "masks" / "a.png")
+    with pytest.raises(DataError, match="a.png: an RGB mask with coloured pixels.*palette"):
         ds.load_raw(0)
     (root / "masks" / "b.png").write_bytes(b"")
     with pytest.raises(DataError, match="1 mask\\(s\\) without an image.*b.png"):

@@ -9,7 +9,7 @@ from PIL import Image
 from torch.utils.data import Subset
 
 from pspnet_core.data.augment import build_transform
-from pspnet_core.data.loading import DataError, Pair, PairedDataset, make_loader
+from pspnet_core.data.loading import DataError, Pair, PairedDataset, make_loader, read_mask
 from pspnet_core.data.voc import VOCDataset, voc_colormap, voc_pairs
 
 
@@ -99,3 +99,32 @@ def test_mask_values_outside_classes_and_ignore(tmp_path):
         ds[0]
     x, y = PairedDataset([write_pair(tmp_path, "ok", values=(0, 20, 255))], None)[0]
     assert set(y.unique().tolist()) == {0, 20, 255}
+
+
+def test_read_mask_palette_grey_rgb_16bit_and_jpeg(tmp_path):
+    """The one mask reader: palette indices (not colours), grayscale, 16-bit values <= 255,
+    equal-channel RGB read as grayscale; coloured RGB (without a colour map), 16-bit values
+    > 255 and JPEG masks are DataErrors naming the file."""
+    pal = Image.fromarray(np.full((4, 6), 2, np.uint8), mode="P")
+    pal.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] * 10)
+    pal.save(tmp_path / "p.png")
+    assert read_mask(tmp_path / "p.png").max() == 2
+    Image.fromarray(np.full((4, 6), 7, np.uint8), mode="L").save(tmp_path / "l.png")
+    assert read_mask(tmp_path / "l.png").max() == 7
+    Image.fromarray(np.full((4, 6), 9, np.uint16)).save(tmp_path / "i16.png")
+    mask = read_mask(tmp_path / "i16.png")
+    assert mask.dtype == np.uint8 and mask.max() == 9
+    Image.fromarray(np.full((4, 6), 300, np.uint16)).save(tmp_path / "big.png")
+    with pytest.raises(DataError, match=r"big.png: values up to 300 do not fit a label map"):
+        read_mask(tmp_path / "big.png")
+    Image.fromarray(np.full((4, 6, 3), 3, np.uint8)).save(tmp_path / "g.png")
+    assert read_mask(tmp_path / "g.png").tolist() == np.full((4, 6), 3).tolist()
+    colour = np.zeros((4, 6, 3), np.uint8)
+    colour[..., 0] = 128
+    Image.fromarray(colour).save(tmp_path / "c.png")
+    with pytest.raises(DataError, match="c.png: an RGB mask with coloured pixels.*palette"):
+        read_mask(tmp_path / "c.png")
+    assert read_mask(tmp_path / "c.png", voc_colormap()).max() == 1  # VOC colour 1 = (128, 0, 0)
+    Image.fromarray(np.full((4, 6), 1, np.uint8), mode="L").save(tmp_path / "j.png", "JPEG")
+    with pytest.raises(DataError, match="j.png is a JPEG image"):
+        read_mask(tmp_path / "j.png")
