@@ -23,6 +23,7 @@ import albumentations as A
 import cv2
 import numpy as np
 import torch
+from albumentations.augmentations.blur.functional import create_gaussian_kernel_1d
 from albumentations.pytorch import ToTensorV2
 
 from pspnet_core.config import AugmentConfig
@@ -58,7 +59,9 @@ def build_transform(
 ) -> A.Compose:
     """The Albumentations pipeline for ``kind`` producing ``image_size`` x ``image_size`` crops.
 
-    ``none``: longest side -> image_size, pad (image 0, mask ``mask_fill``), normalize, tensor.
+    ``none``: with ``aug.eval_geometry == "letterbox"`` longest side -> image_size, pad (image
+    0, mask ``mask_fill``); with ``"center_crop"`` the listing's central square of the short
+    side resized to image_size (:func:`center_square`); then normalize, tensor.
     ``affine`` with ``aug.preset == "paper"``: :func:`paper_steps`.
     ``affine`` with ``aug.preset == "pspnet"``: the same resize, then horizontal flip
     (p=aug.hflip), random scale
@@ -76,10 +79,12 @@ def build_transform(
                         fill=0, fill_mask=mask_fill)
     mean, std = normalization(aug.normalize)
     tail = [A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()]
-    if kind == "none":
+    if kind == "none" and aug.eval_geometry == "center_crop":
+        steps = [center_square(s)]
+    elif kind == "none":
         steps = [resize, pad]
     elif kind == "affine" and aug.preset == "paper":
-        steps = paper_steps(s)
+        steps = paper_steps(s, aug.blur)
     elif kind == "affine":
         steps = [
             resize,
@@ -113,14 +118,45 @@ def build_transform(
     return A.Compose(steps + tail, seed=seed)
 
 
-def paper_steps(image_size: int) -> list[A.BasicTransform]:
+class GaussianBlur1x(A.GaussianBlur):
+    """Albumentations 1.x's ``GaussianBlur()`` defaults under 2.x: an odd kernel drawn from
+    3, 5, 7 and sigma computed from it as OpenCV does for sigma 0,
+    ``0.3 * ((k - 1) / 2 - 1) + 0.8`` (0.8, 1.1, 1.4). 2.x's defaults draw sigma from 0.5-3
+    and size the kernel from it (docs/method.md#deviations)."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__(blur_limit=(3, 7), sigma_limit=(0.8, 0.8), p=p)
+
+    def get_params_dependent_on_data(self, params, data):  # noqa: ARG002 - Albumentations API
+        ksize = self.py_random.choice((3, 5, 7))
+        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+        return {"kernel": create_gaussian_kernel_1d(sigma, ksize)}
+
+
+def center_square(image_size: int) -> A.BasicTransform:
+    """The listing's ``RandomResizedCrop(size=(s, s), scale=(1, 1), ratio=(1, 1))``: on a
+    non-square image no full-area square fits, so it takes the central square of the short
+    side, resized to s x s (on a square image: the whole image). Deterministic."""
+    s = int(image_size)
+    return A.RandomResizedCrop(
+        size=(s, s),
+        scale=(1.0, 1.0),
+        ratio=(1.0, 1.0),
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST_EXACT,
+        p=1.0,
+    )
+
+
+def paper_steps(image_size: int, blur: str = "2.x") -> list[A.BasicTransform]:
     """The paper's listing (docs/method.md#augmentation) in Albumentations 2, before normalize:
 
     ``HorizontalFlip(p=0.5)``; ``ShiftScaleRotate(shift_limit=0, scale_limit=(-0.5, 1.0),
     rotate_limit=10, border_mode=0, p=1)`` as an ``Affine`` (scale 0.5-2 about the centre of
     the same canvas, rotation +-10, no translation, border 0 in the image and 0 = background in
     the mask; ``keep_ratio=True``: 1.x drew one scale for both axes, 2.x's ShiftScaleRotate
-    draws two); ``GaussianBlur(always_apply=True)`` with 2.x's defaults and p=1;
+    draws two); ``GaussianBlur(always_apply=True)`` with the defaults of ``blur`` ("1.x":
+    :class:`GaussianBlur1x`; "2.x": 2.x's own) and p=1;
     ``RandomResizedCrop(size=(s, s), scale=(1, 1), ratio=(1, 1))``, which on a non-square image
     finds no full-area square and falls back to the central square of the short side, resized
     to s x s. The augment keys of the ``pspnet`` preset (hflip, scale, rotate, blur_limit) do
@@ -143,15 +179,8 @@ def paper_steps(image_size: int) -> list[A.BasicTransform]:
             fill_mask=0,
             p=1.0,
         ),
-        A.GaussianBlur(p=1.0),
-        A.RandomResizedCrop(
-            size=(s, s),
-            scale=(1.0, 1.0),
-            ratio=(1.0, 1.0),
-            interpolation=cv2.INTER_LINEAR,
-            mask_interpolation=cv2.INTER_NEAREST_EXACT,
-            p=1.0,
-        ),
+        GaussianBlur1x(p=1.0) if blur == "1.x" else A.GaussianBlur(p=1.0),
+        center_square(s),
     ]
 
 

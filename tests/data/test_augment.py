@@ -247,3 +247,34 @@ def test_paper_preset_emits_no_warnings():
         warnings.simplefilter("error")
         build_transform("affine", 64, AugmentConfig(preset="paper"), seed=0)(image=image,
                                                                               mask=mask)
+
+
+def test_eval_geometry_center_crop_is_the_listings_central_square():
+    """augment.eval_geometry: center_crop shows the held-out / `none` images the central square
+    of the short side, as the listing's training crop; letterbox pads (255 in the mask)."""
+    img = np.zeros((60, 100, 3), np.uint8)
+    img[:, 20:80] = 200  # the central 60 x 60 square is bright, the sides dark
+    mask = np.zeros((60, 100), np.uint8)
+    crop = build_transform("none", 64, AugmentConfig(eval_geometry="center_crop"))
+    out = crop(image=img, mask=mask)
+    assert denormalize(out["image"], "imagenet").min() >= 190
+    assert (out["mask"] != 255).all()
+    box = build_transform("none", 64, AugmentConfig(eval_geometry="letterbox"))
+    assert (box(image=img, mask=mask)["mask"] == 255).any()
+
+
+def test_blur_1x_draws_the_albumentations_1_kernels():
+    from pspnet_core.data.augment import GaussianBlur1x
+
+    blur = GaussianBlur1x()
+    blur.set_random_seed(0)
+    sizes = {blur.get_params_dependent_on_data({}, {})["kernel"].size for _ in range(60)}
+    assert sizes == {3, 5, 7}
+    k3 = [blur.get_params_dependent_on_data({}, {})["kernel"] for _ in range(60)]
+    k3 = next(k for k in k3 if k.size == 3)
+    sigma = 0.8  # OpenCV's sigma for a 3-tap kernel: 0.3 * ((3 - 1) / 2 - 1) + 0.8
+    w = np.exp(-0.5 * (np.arange(-1, 2) / sigma) ** 2)
+    np.testing.assert_allclose(k3, w / w.sum())
+    img = np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)
+    tf = build_transform("affine", 64, AugmentConfig(preset="paper", blur="1.x"), seed=0)
+    assert tuple(tf(image=img, mask=np.zeros((40, 40), np.uint8))["image"].shape) == (3, 64, 64)
