@@ -114,6 +114,11 @@ class ModelConfig:
     # updated running stats (the paper's listing), "eval" = keep the pretrained statistics
     frozen_bn: Literal["train", "eval"] = "train"
     unet_width: int = field(default=16, metadata=_rng(1, 256))  # U-Net baseline (arch: unet)
+    # 8: dilated layer3/layer4 (the prose's 60x60 map at 473, the official PSPNet); 32: the
+    # listing's plain torchvision ResNet50 (2048 x 15 x 15 at 473)
+    output_stride: Literal[8, 32] = 8
+    ppm_bins: tuple[int, ...] = (1, 2, 3, 6)  # pyramid bins (our choice: the PSPNet paper's)
+    ppm_channels: int = field(default=512, metadata=_rng(1, 4096))  # channels per PPM branch
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,13 @@ class AugmentConfig:
     scale_max: float = field(default=2.0, metadata=_rng(0.05, 10.0))
     rotate: float = field(default=10.0, metadata=_rng(0.0, 180.0))
     blur_limit: int = field(default=5, metadata=_rng(3, 31))
+    # the `paper` pipeline's GaussianBlur(): "1.x" = Albumentations 1.x defaults (odd kernel
+    # 3-7, sigma from the kernel as OpenCV), "2.x" = 2.x defaults (sigma 0.5-3, kernel from sigma)
+    blur: Literal["1.x", "2.x"] = "2.x"
+    # the deterministic `none` path (held-out images, runs without augmentation): "letterbox" =
+    # longest side -> input size + ignored padding; "center_crop" = the listing's central square
+    # of the short side resized to the input size (the geometry its training crop has)
+    eval_geometry: Literal["letterbox", "center_crop"] = "letterbox"
     cutmix_prob: float = field(default=0.5, metadata=_rng(0.0, 1.0))
 
 
@@ -140,6 +152,7 @@ class SGDConfig:
     weight_decay: float = field(default=1e-4, metadata=_rng(0.0, 1.0))
     poly_power: float = field(default=0.9, metadata=_rng(0.0, 10.0))
     poly_step: Literal["epoch", "iter"] = "epoch"
+    nesterov: bool = False  # needs momentum > 0 (the U-Net recipe, docs/method.md#model)
 
 
 @dataclass(frozen=True)
@@ -188,6 +201,20 @@ class GalleryConfig:
     seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
 
 
+@dataclass(frozen=True)
+class ClaimsConfig:
+    """Pre-registered choices of the claims (docs/method.md#claims): fixed before any run is
+    read, never chosen from the results."""
+
+    # claim 6: the augmented PSPNet run compared with the U-Net (the paper's augmented SGD run)
+    claim6_run: str = "sgd_mix"
+
+
+# The U-Net baseline's own recipe (nnU-Net, Isensee et al. 2021, Nature Methods 18:203-211):
+# SGD, Nesterov momentum 0.99, lr 0.01, poly decay 0.9, weight decay 3e-5.
+UNET_SGD = SGDConfig(lr=0.01, momentum=0.99, weight_decay=3e-5, poly_power=0.9,
+                     poly_step="epoch", nesterov=True)
+
 DEFAULT_RUNS: dict[str, RunSpec] = {
     "sgd_none": RunSpec("voc", "sgd", "none"),
     "sgd_affine": RunSpec("voc", "sgd", "affine"),
@@ -218,8 +245,10 @@ class StudyConfig:
     augment: AugmentConfig = AugmentConfig()
     sgd: SGDConfig = SGDConfig()
     adam: AdamConfig = AdamConfig()
+    unet_sgd: SGDConfig = UNET_SGD  # the unet runs' optimizer (their own recipe, not `sgd`)
     train: TrainConfig = TrainConfig()
     gallery: GalleryConfig = GalleryConfig()
+    claims: ClaimsConfig = ClaimsConfig()
     runs: dict[str, RunSpec] = field(default_factory=lambda: dict(DEFAULT_RUNS))
 
     def to_dict(self) -> dict[str, Any]:
@@ -396,6 +425,19 @@ def _check_consistency(cfg: StudyConfig) -> None:
         )
     if not cfg.runs:
         raise ParamsError("runs: at least one run must be defined")
+    for section, o in (("sgd", cfg.sgd), ("unet_sgd", cfg.unet_sgd)):
+        if o.nesterov and o.momentum <= 0:
+            raise ParamsError(f"{section}.nesterov: true needs {section}.momentum > 0 "
+                              f"(got {o.momentum}); set a momentum or nesterov: false")
+    if any(b < 1 for b in cfg.model.ppm_bins) or not cfg.model.ppm_bins:
+        raise ParamsError(f"model.ppm_bins: {list(cfg.model.ppm_bins)} must be a non-empty "
+                          "list of positive bin counts, e.g. [1, 2, 3, 6]")
+    run6 = cfg.claims.claim6_run
+    if run6 not in cfg.runs or cfg.runs[run6].task != "voc" or cfg.runs[run6].arch != "pspnet":
+        voc = [n for n, r in cfg.runs.items() if r.task == "voc" and r.arch == "pspnet"]
+        if "unet_none" in cfg.runs:  # only a preset with the U-Net baseline tests claim 6
+            raise ParamsError(f"claims.claim6_run: {run6!r} is not a PSPNet VOC run of this "
+                              f"preset; use one of {', '.join(voc) or '(none defined)'}")
     if not cfg.seeds:
         raise ParamsError("seeds: give at least one seed, e.g. seeds: [0, 1, 2]")
     if any(s < 0 or s > SEED_MAX for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
@@ -536,7 +578,8 @@ def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfi
         data=cfg.data,
         model=cfg.model,
         augment=cfg.augment,
-        optim=cfg.sgd if spec.optimizer == "sgd" else cfg.adam,
+        optim=(cfg.adam if spec.optimizer == "adam"
+               else cfg.unet_sgd if spec.arch == "unet" else cfg.sgd),
         runs_dir=cfg.runs_dir,
         arch=spec.arch,
     )

@@ -104,14 +104,20 @@ class PSPNet(nn.Module):
         freeze_backbone: bool = False,
         dropout: float = 0.1,
         frozen_bn: str = "train",
+        output_stride: int = 8,
+        ppm_bins: tuple[int, ...] = PPM_BINS,
+        ppm_channels: int = 512,
     ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if frozen_bn not in ("train", "eval"):
             raise ValueError(f"frozen_bn must be 'train' or 'eval', got {frozen_bn!r}")
+        if output_stride not in (8, 32):
+            raise ValueError(f"output_stride must be 8 or 32, got {output_stride!r}")
         self.num_classes = num_classes
         self.frozen_bn = frozen_bn
+        self.output_stride = output_stride
         self.stem = nn.Sequential(
             conv_bn_relu(3, 64, stride=2),  # (B, 64, H/2, W/2)
             conv_bn_relu(64, 64),
@@ -121,15 +127,17 @@ class PSPNet(nn.Module):
         # zero_init_residual: each bottleneck starts as the identity (Goyal et al. 2017), so a
         # randomly initialised backbone (the offline smoke preset) does not blow up activations
         # before the BatchNorm running statistics settle; loaded weights overwrite it.
-        resnet = resnet50(
-            weights=None, replace_stride_with_dilation=[False, True, True], zero_init_residual=True
-        )
+        # output stride 8: layer3/layer4 dilated (2, 4) instead of strided (the prose, the
+        # official code); 32: the listing's plain resnet50 (docs/method.md#deviations)
+        dilate = [False, True, True] if output_stride == 8 else [False, False, False]
+        resnet = resnet50(weights=None, replace_stride_with_dilation=dilate,
+                          zero_init_residual=True)
         # the stem outputs 128 channels, not 64: the paper replaces the first block's two inputs
         resnet.layer1[0].conv1 = nn.Conv2d(128, 64, 1, bias=False)
         resnet.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
-        self.ppm = PyramidPooling(2048, PPM_BINS, 512)
+        self.ppm = PyramidPooling(2048, tuple(ppm_bins), ppm_channels)
         self.head = seg_head(self.ppm.out_channels, 512, num_classes, dropout)
         self.aux_head = seg_head(1024, 256, num_classes, dropout)
         self._init_new_layers()
@@ -179,9 +187,9 @@ class PSPNet(nn.Module):
         x = self.stem(x)  # (B, 128, H/4, W/4)
         x = self.layer1(x)  # (B, 256, H/4, W/4)
         x = self.layer2(x)  # (B, 512, H/8, W/8)
-        x3 = self.layer3(x)  # (B, 1024, H/8, W/8)  dilation 2
-        x = self.layer4(x3)  # (B, 2048, H/8, W/8)  dilation 4
-        x = self.ppm(x)  # (B, 4096, H/8, W/8)
+        x3 = self.layer3(x)  # (B, 1024, H/8, W/8)  dilation 2 (stride 32: H/16)
+        x = self.layer4(x3)  # (B, 2048, H/8, W/8)  dilation 4 (stride 32: H/32)
+        x = self.ppm(x)  # (B, 2048 + bins x 512, H/8, W/8)
         main = upsample(self.head(x), size)  # (B, K, H/8, W/8) -> (B, K, H, W)
         aux = upsample(self.aux_head(x3), size) if with_aux else None  # (B, K, H, W)
         return main, aux
@@ -326,7 +334,8 @@ def build_model(model_cfg: ModelConfig, num_classes: int, arch: str = "pspnet") 
     if weights is not None and weights != "imagenet":
         weights = str(resolve(weights))
     return PSPNet(num_classes, weights, model_cfg.freeze_backbone, model_cfg.dropout,
-                  model_cfg.frozen_bn)
+                  model_cfg.frozen_bn, model_cfg.output_stride, model_cfg.ppm_bins,
+                  model_cfg.ppm_channels)
 
 
 # ---------------------------------------------------------------- inspection

@@ -189,3 +189,24 @@ def test_fidelity_switches_change_the_hash():
     unet = resolve_run(load_params("smoke"), "unet_none")
     pspnet = dataclasses.replace(unet, arch="pspnet")
     assert run_hash(unet) != run_hash(pspnet)
+
+
+def test_paper_preset_pre_registers_claim6_and_sets_the_deviation_switches():
+    cfg = load_params("paper")
+    assert cfg.claims.claim6_run == "sgd_mix"
+    assert cfg.model.unet_width >= 64 and cfg.model.output_stride == 8
+    assert cfg.augment.blur == "1.x" and cfg.augment.eval_geometry == "center_crop"
+    unet = resolve_run(cfg, "unet_none")
+    assert unet.optim == cfg.unet_sgd and unet.optim.nesterov and unet.optim.momentum == 0.99
+    assert resolve_run(cfg, "sgd_none").optim == cfg.sgd  # the PSPNet keeps the listing's SGD
+
+
+def test_claims_and_switch_keys_are_validated():
+    with pytest.raises(ParamsError, match="claims.claim6_run.*'unet_none'.*sgd_none"):
+        load_params("smoke", {"claims.claim6_run": "unet_none"})
+    with pytest.raises(ParamsError, match="model.output_stride"):
+        load_params("smoke", {"model.output_stride": 16})
+    with pytest.raises(ParamsError, match="unet_sgd.nesterov.*momentum"):
+        load_params("smoke", {"unet_sgd.momentum": 0.0})
+    with pytest.raises(ParamsError, match="augment.blur"):
+        load_params("smoke", {"augment.blur": "3.x"})

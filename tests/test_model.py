@@ -268,3 +268,21 @@ def test_build_model_dispatches_on_arch():
     assert build_model(ModelConfig(unet_width=4), 3, arch="unet").width == 4
     with pytest.raises(ValueError, match="arch"):
         build_model(ModelConfig(), 3, arch="deeplab")
+
+
+def test_output_stride_32_is_the_listings_plain_resnet():
+    """model.output_stride: 32 = torchvision's resnet50() of the listing: 2048 x 15 x 15 at 473;
+    8 = the prose's dilated 60 x 60 map."""
+    for stride, side in ((32, 15), (8, 60)):
+        net = build_model(ModelConfig(output_stride=stride), num_classes=3).eval()
+        seen: dict = {}
+        net.layer4.register_forward_hook(lambda m, i, o, seen=seen: seen.update(x=o.shape))
+        with torch.no_grad():
+            main, _ = net(torch.zeros(1, 3, 473, 473))
+        assert tuple(seen["x"]) == (1, 2048, side, side)
+        assert tuple(main.shape) == (1, 3, 473, 473)
+
+
+def test_ppm_bins_and_channels_are_switches():
+    net = build_model(ModelConfig(ppm_bins=(1, 3), ppm_channels=64), num_classes=2)
+    assert len(net.ppm.branches) == 2 and net.ppm.out_channels == 2048 + 2 * 64
