@@ -14,7 +14,8 @@ losses, galleries) is ``analysis.py``'s. The pieces, torchvision-reference style
 - ``train_one_epoch``: regimes ``none``/``affine`` come from the dataset; ``mix`` additionally
   applies Mixup or CutMix per batch (``mixing.mix_batch``) with a ``torch.Generator`` seeded from
   ``(seed, epoch, tag, rank)``, so a resumed run draws exactly what an uninterrupted one would.
-  The objective is ``losses.total_loss`` (main + aux_weight * aux, docs/method.md#loss).
+  The objective is ``losses.main_and_total`` (main + aux_weight * aux, docs/method.md#loss),
+  run under the run's precision (``device.autocast``).
 - ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
   accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
 
@@ -50,6 +51,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from pspnet_core import data
@@ -65,16 +67,18 @@ from pspnet_core import model as model_lib
 from pspnet_core import runs as store
 from pspnet_core.config import AdamConfig, RunConfig, SGDConfig, StudyConfig, resolve_run
 from pspnet_core.data.loading import make_loader
+from pspnet_core.device import autocast, resolve_device, to_device
 from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
+from pspnet_core.progress import format_epoch_line, format_resume_line
 
-STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"
+STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 # "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,
 # which reads a cell's messages only after the cell finishes: minutes of widget-bar updates then
 # overflow the kernel's message queue and the cell's end is lost ("Timeout ... waiting for
 # output"). JupyterLab and papermill read while the cell runs and keep the bars.
-BARS_ENV = "PSPNET_PROGRESS_BARS"  # test hook: return after saving this epoch's checkpoint
+BARS_ENV = "PSPNET_PROGRESS_BARS"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -94,36 +98,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; under torchrun cuda means ``cuda:LOCAL_RANK``."""
-    name = str(name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on cpu or cuda; fp32 is a no-op context."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-
-
-def to_device(target: Any, device: torch.device) -> Any:
-    """Tensor or MixedTarget (a NamedTuple of tensors) -> device."""
-    if isinstance(target, Tensor):
-        return target.to(device, non_blocking=True)
-    if isinstance(target, tuple):
-        return type(target)(*(to_device(t, device) for t in target))
-    return target
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -380,6 +354,10 @@ def fit(
     checkpoint, leaving the run partial (used by the resume tests). ``build_model(model_cfg,
     num_classes)`` makes the network (tests pass a tiny one); by default
     ``model.build_model(..., arch=run_cfg.arch)`` builds PSPNet or the U-Net baseline.
+
+    The steps: :func:`setup_training` (datasets, network, optimizer, schedule),
+    :func:`resume_training` (the checkpoint, if any) and :func:`train_epochs` (the epoch loop,
+    a checkpoint after each epoch).
     """
     run = store.open_run(run_cfg)
     if run.done:
@@ -393,13 +371,42 @@ def fit(
     try:
         lock = store.run_lock(run) if rank == 0 else contextlib.nullcontext()
         with lock:
-            return _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model)
+            training = setup_training(run_cfg, device=device, world=world,
+                                      build_model=build_model)
+            start, history = resume_training(run, training, device=device, rank=rank,
+                                             world=world, quiet=quiet)
+            return train_epochs(run, training, start=start, history=history, device=device,
+                                rank=rank, world=world, quiet=quiet,
+                                stop_after_epoch=stop_after_epoch)
     finally:
         if started_dist:
             dist.destroy_process_group()
 
 
-def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model) -> pd.DataFrame:
+@dataclass
+class Training:
+    """What :func:`setup_training` builds and the other two steps use: the network (unwrapped:
+    what the checkpoint holds), its optimizer and schedule, and the datasets."""
+
+    run_cfg: RunConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    per_iter: bool  # the schedule steps per iteration (else per epoch)
+    train_ds: Dataset
+    heldout_ds: Dataset
+    batch: int  # per process
+
+
+def setup_training(
+    run_cfg: RunConfig,
+    *,
+    device: torch.device,
+    world: int,
+    build_model: Callable[..., nn.Module] | None = None,
+) -> Training:
+    """Datasets (generated first when synthetic and missing), the network seeded from
+    ``run_cfg.seed`` on ``device``, its optimizer and its schedule."""
     if run_cfg.batch_size % world:
         raise ValueError(
             f"train.batch_size {run_cfg.batch_size} is the global batch and must be divisible "
@@ -423,13 +430,28 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
             f"{len(train_ds)} training images give no full batch of {batch} per process"
         )
     scheduler, per_iter = build_scheduler(optimizer, run_cfg, iters)
+    return Training(run_cfg, model, optimizer, scheduler, per_iter, train_ds, heldout_ds, batch)
 
+
+def resume_training(
+    run: store.Run,
+    training: Training,
+    *,
+    device: torch.device,
+    rank: int,
+    world: int,
+    quiet: bool,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run's checkpoint (if any) into ``training``'s network, optimizer and schedule;
+    returns (completed epochs, their history rows). Rank 0 writes the run's ``params.yaml`` and
+    ``env.json`` (``runs.start_run``)."""
+    run_cfg = training.run_cfg
     start, history = 0, []
     if run.checkpoint_path.is_file():
         state = run.checkpoint(map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        training.model.load_state_dict(state["model"])
+        training.optimizer.load_state_dict(state["optimizer"])
+        training.scheduler.load_state_dict(state["scheduler"])
         saved_world = int(state.get("world_size", world))
         if saved_world != world:
             raise ValueError(
@@ -441,21 +463,63 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
     if rank == 0:
         store.start_run(run, device, world)
         if start and not quiet:
-            tqdm.write(f"{run_cfg.run}: resuming after epoch {start} from {run.dir}")
+            tqdm.write(format_resume_line(run_cfg.run, run_cfg.seed, start, run.dir))
+    return start, history
 
-    ddp_model = model
+
+def _distributed(model: nn.Module, device: torch.device, world: int) -> tuple[nn.Module, nn.Module]:
+    """(model, the module to train): under DDP the model (with SyncBatchNorm on CUDA) and its
+    DistributedDataParallel wrapper; otherwise the model twice."""
+    if world == 1:
+        return model, model
+    if device.type == "cuda":  # a few images per GPU: BatchNorm statistics over all GPUs
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp_model = nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    return model, ddp_model
+
+
+def _epoch_loader(training: Training, epoch: int, rank: int, world: int) -> DataLoader:
+    """The training loader of ``epoch``, seeded from (seed, epoch) (tag 1); under DDP this
+    rank's shard."""
+    run_cfg = training.run_cfg
+    sampler = None
     if world > 1:
-        if device.type == "cuda":  # a few images per GPU: BatchNorm statistics over all GPUs
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    heldout_sampler = list(range(rank, len(heldout_ds), world))
+        sampler = DistributedSampler(training.train_ds, num_replicas=world, rank=rank,
+                                     shuffle=True, seed=run_cfg.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+    return make_loader(training.train_ds, training.batch, train=True,
+                       seed=derive_seed(run_cfg.seed, epoch, 1),
+                       num_workers=run_cfg.data.num_workers, sampler=sampler)
+
+
+def train_epochs(
+    run: store.Run,
+    training: Training,
+    *,
+    start: int,
+    history: list[dict[str, Any]],
+    device: torch.device,
+    rank: int,
+    world: int,
+    quiet: bool,
+    stop_after_epoch: int | None = None,
+) -> pd.DataFrame:
+    """Epochs ``start + 1 .. run_cfg.epochs``: train, step the schedule, evaluate on the
+    held-out set, then (rank 0) save the checkpoint, mark the run done after the last epoch and
+    print the epoch line (``progress.format_epoch_line``). Returns the history so far."""
+    run_cfg = training.run_cfg
+    model, ddp_model = _distributed(training.model, device, world)
+    optimizer, scheduler = training.optimizer, training.scheduler
+    heldout_ds = training.heldout_ds
     heldout_loader = make_loader(
-        Subset(heldout_ds, heldout_sampler) if world > 1 else heldout_ds,
+        Subset(heldout_ds, list(range(rank, len(heldout_ds), world))) if world > 1
+        else heldout_ds,
         run_cfg.eval_batch_size, train=False, seed=run_cfg.seed,
         num_workers=run_cfg.data.num_workers,
     )
+    metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else ("mIoU", "heldout_miou")
 
     epochs = _bar(range(start + 1, run_cfg.epochs + 1), quiet or rank != 0,
                   desc=run_cfg.run, initial=start, total=run_cfg.epochs)
@@ -464,23 +528,17 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
         # every epoch reseeds from (seed, epoch): a resumed run draws what an uninterrupted one
         # would; the tags 0/1/2 keep the process, loader and mixing streams apart
         seed_everything(derive_seed(run_cfg.seed, epoch, 0, rank))
-        loader_seed = derive_seed(run_cfg.seed, epoch, 1)
-        sampler = None
-        if world > 1:
-            sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                         seed=run_cfg.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        loader = make_loader(train_ds, batch, train=True, seed=loader_seed,
-                             num_workers=run_cfg.data.num_workers, sampler=sampler)
+        loader = _epoch_loader(training, epoch, rank, world)
         mix_gen = None
         if run_cfg.regime == "mix":
             mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, 2, rank))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(
             ddp_model, loader, optimizer, run_cfg, device, epoch,
-            scheduler=scheduler if per_iter else None, mix_generator=mix_gen, quiet=quiet,
+            scheduler=scheduler if training.per_iter else None, mix_generator=mix_gen,
+            quiet=quiet,
         )
-        if not per_iter:
+        if not training.per_iter:
             scheduler.step()
         heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet)
         row = _history_row(epoch, train, heldout, run_cfg.task, lr, time.perf_counter() - t0)
@@ -499,13 +557,12 @@ def _fit(run, run_cfg, device, quiet, stop_after_epoch, rank, world, build_model
             if epoch == run_cfg.epochs:
                 store.mark_done(run)
             if not quiet:
-                metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else (
-                    "mIoU", "heldout_miou")
-                tqdm.write(
-                    f"{run_cfg.run} epoch {epoch}/{run_cfg.epochs}: train {row['train_loss']:.4f}"
-                    f" held-out {row['heldout_loss']:.4f} {metric[0]} {row[metric[1]]:.3f}"
-                    f" lr {lr:.2e} ({row['seconds']:.1f}s)"
-                )
+                tqdm.write(format_epoch_line(
+                    run_cfg.run, run_cfg.seed, epoch, run_cfg.epochs,
+                    train_loss=row["train_loss"], heldout_loss=row["heldout_loss"],
+                    metric=metric[0], metric_value=row[metric[1]], lr=lr,
+                    seconds=row["seconds"],
+                ))
         if world > 1:
             dist.barrier()
         if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < run_cfg.epochs:

@@ -23,7 +23,8 @@ Outputs, for preset name P (a preset file's ``name:``, else its file stem)::
 
 Progress: one line per notebook with its elapsed seconds, papermill's cell progress bar on
 stderr, and, while a notebook trains, each run's per-epoch line as the engine prints it (run,
-epoch k/N, train and held-out loss, mIoU or Dice, lr, seconds) with an ETA for that run added.
+seed, epoch k/N, train and held-out loss, mIoU or Dice, lr, seconds: ``progress.py`` writes and
+reads it) with an ETA for that run and seed added.
 Only those lines (and kernel warnings or errors) of the cells' output reach the terminal, not
 the widget bars. Kernels talk over IPC (local sockets in a temporary folder), not TCP. At the
 end a table: notebook, status, time, figures written.
@@ -68,6 +69,7 @@ from typing import Any
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
+from pspnet_core.progress import is_resume_line, parse_epoch_line
 
 DEFAULT_KERNEL = "pspnet-study"
 FALLBACK_KERNEL = "python3"
@@ -236,11 +238,6 @@ def _export_html(ipynb: Path) -> Path | None:
 
 # ---------------------------------------------------------------- progress on the terminal
 
-# the engine's per-epoch line (engine._fit) and its resume line
-EPOCH_LINE = re.compile(
-    r"^(?P<run>\S+) epoch (?P<k>\d+)/(?P<n>\d+): .*\((?P<s>\d+(?:\.\d+)?)s\)\s*$"
-)
-RESUME_LINE = re.compile(r"^\S+: resuming after epoch \d+")
 ALERT_LINE = re.compile(r"Warning|Error|Traceback")
 
 
@@ -260,7 +257,7 @@ class EpochEcho:
         self.stream = stream
         self.indent = indent
         self._buf = ""
-        self._spent: dict[str, list[float]] = {}
+        self._spent: dict[tuple[str, int], list[float]] = {}  # (run, seed) -> epoch seconds
 
     def write(self, text: str) -> int:
         self._buf += text
@@ -279,14 +276,14 @@ class EpochEcho:
 
     def _line(self, line: str) -> None:
         line = line.rstrip()
-        m = EPOCH_LINE.match(line)
-        if m:
-            k, n = int(m["k"]), int(m["n"])
-            spent = self._spent.setdefault(m["run"], [])
-            spent.append(float(m["s"]))
-            left = (n - k) * sum(spent) / len(spent)
-            self.log(f"{self.indent}{line}" + (f" ETA {_eta(left)}" if k < n else ""))
-        elif RESUME_LINE.match(line):
+        epoch = parse_epoch_line(line)
+        if epoch is not None:
+            spent = self._spent.setdefault((epoch.run, epoch.seed), [])
+            spent.append(epoch.seconds)
+            left = (epoch.epochs - epoch.epoch) * sum(spent) / len(spent)
+            eta = f" ETA {_eta(left)}" if epoch.epoch < epoch.epochs else ""
+            self.log(f"{self.indent}{line}{eta}")
+        elif is_resume_line(line):
             self.log(f"{self.indent}{line}")
         elif self.stream == "stderr" and ALERT_LINE.search(line):
             self.log(f"{self.indent}[stderr] {line}")

@@ -11,6 +11,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from pspnet_core import study
 from pspnet_core.paths import SOURCE_ROOT
+from pspnet_core.progress import format_epoch_line, format_resume_line
 
 PARAMS_CELL = 'preset = "smoke"\noverrides = {}'
 
@@ -215,23 +216,28 @@ def test_sanitize_cfg():
 
 # ---------------------------------------------------------------- progress and truthful outputs
 
-EPOCH = "sgd_mix epoch {k}/4: train 1.2000 held-out 1.3000 mIoU 0.100 lr 1.00e-02 ({s}s)"
+def epoch_line(k: int, seconds: float, seed: int = 0) -> str:
+    """The engine's epoch line (``progress.format_epoch_line``) of epoch k/4 of sgd_mix."""
+    return format_epoch_line("sgd_mix", seed, k, 4, train_loss=1.2, heldout_loss=1.3,
+                             metric="mIoU", metric_value=0.1, lr=1e-2, seconds=seconds)
 
 
 def test_epoch_echo_forwards_epoch_lines_with_eta():
     logs: list[str] = []
     echo = study.EpochEcho(logs.append)
     echo.write("epoch 1 train:  50%|#####     | 1/2 [00:01<00:01]\r")  # a bar redraw: dropped
-    echo.write(EPOCH.format(k=1, s="10.0") + "\n" + EPOCH.format(k=2, s="20.0")[:20])
-    echo.write(EPOCH.format(k=2, s="20.0")[20:] + "\nsome other print\n")
-    echo.write("sgd_mix: resuming after epoch 2 from runs/x\n")
-    echo.write(EPOCH.format(k=4, s="9.0"))
+    echo.write(epoch_line(1, 10.0) + "\n" + epoch_line(2, 20.0)[:20])
+    echo.write(epoch_line(2, 20.0)[20:] + "\nsome other print\n")
+    echo.write(format_resume_line("sgd_mix", 0, 2, "runs/x") + "\n")
+    echo.write(epoch_line(1, 90.0, seed=1) + "\n")  # another seed: its own ETA
+    echo.write(epoch_line(4, 9.0))
     echo.close()
     assert logs == [
-        "    " + EPOCH.format(k=1, s="10.0") + " ETA 30s",
-        "    " + EPOCH.format(k=2, s="20.0") + " ETA 30s",  # 2 left x mean 15 s
-        "    sgd_mix: resuming after epoch 2 from runs/x",
-        "    " + EPOCH.format(k=4, s="9.0"),  # the last epoch: no ETA
+        "    " + epoch_line(1, 10.0) + " ETA 30s",
+        "    " + epoch_line(2, 20.0) + " ETA 30s",  # 2 left x mean 15 s
+        "    sgd_mix s0: resuming after epoch 2 from runs/x",
+        "    " + epoch_line(1, 90.0, seed=1) + " ETA 4m30s",  # 3 left x 90 s
+        "    " + epoch_line(4, 9.0),  # the last epoch: no ETA
     ]
     err: list[str] = []
     echo = study.EpochEcho(err.append, "stderr")
@@ -302,7 +308,7 @@ def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
         "for k in (1, 2):\n"
         "    for _ in tqdm(range(3), file=sys.stderr, desc=f'epoch {k} train'):\n"
         "        time.sleep(0.01)\n"
-        f"    tqdm.write({EPOCH!r}.format(k=k, s='1.5'))\n"
+        f"    tqdm.write({[epoch_line(1, 1.5), epoch_line(2, 1.5)]!r}[k - 1])\n"
         "print('not an epoch line')",
     )
     logs: list[str] = []
@@ -312,8 +318,8 @@ def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
     assert res.ok, res.error
     epoch_lines = [line for line in logs if " epoch " in line]
     assert epoch_lines == [
-        "    " + EPOCH.format(k=1, s="1.5") + " ETA 4s",
-        "    " + EPOCH.format(k=2, s="1.5") + " ETA 3s",
+        "    " + epoch_line(1, 1.5) + " ETA 4s",
+        "    " + epoch_line(2, 1.5) + " ETA 3s",
     ]
     assert not any("not an epoch line" in line or "it/s" in line for line in logs)
     captured = capfd.readouterr()
