@@ -50,7 +50,7 @@ notebooks: env
 test: env browser-deps
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
+	PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=25 --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
 		tests notebooks
 
 # The edit loop: unit tests only (no training, no subprocesses, no notebooks: the tests marked
