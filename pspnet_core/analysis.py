@@ -9,24 +9,29 @@ figs. 6-9 and 11-13).
   gallery and claims notebooks compute it once.
 - :func:`gallery_tiles`: input, label and prediction of chosen images, ready for
   :func:`pspnet_core.plots.loss_gallery`.
-- :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, and
-  held-out pixel statistics (claim 7, :func:`pspnet_core.metrics.leaf_pixel_stats`).
+- :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, the leaf
+  pixels, and held-out pixel statistics (claim 7, :func:`pspnet_core.metrics.leaf_pixel_stats`);
+  cached per run hash. :func:`reliability` and :func:`leaf_review_components` read them.
+- :func:`gallery_ends`: the lowest and highest images of a ranking, never the same image.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from collections.abc import Mapping
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import ndimage
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from pspnet_core import data
-from pspnet_core.atomic import atomic_write_text
+from pspnet_core.atomic import atomic_path, atomic_write_text
 from pspnet_core.device import autocast, resolve_device
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
@@ -34,8 +39,10 @@ from pspnet_core.metrics import (
     binary_iou,
     confusion_matrix,
     leaf_pixel_stats,
+    leaf_region,
     mean_iou,
     pixel_accuracy,
+    reliability_table,
     scene_complexity,
 )
 from pspnet_core.model import build_model
@@ -172,13 +179,45 @@ def gallery_tiles(
     }
 
 
+LEAF_KEYS = ("images", "masks", "probabilities", "regions")
+
+
+def _leaf_cache(run: Run) -> Path:
+    return run.dir / f"leaf_outputs-{run.hash}.npz"
+
+
 def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
     """The one-class run on every held-out leaf: images (uint8), masks {0,1}, analog maps
-    ``sigmoid(logits)`` in [0, 1], ids, and :func:`pspnet_core.metrics.leaf_pixel_stats`."""
+    ``sigmoid(logits)`` in [0, 1], the leaf pixels (``regions``, :func:`metrics.leaf_region`),
+    ids, and :func:`pspnet_core.metrics.leaf_pixel_stats`.
+
+    A finished run's maps are cached as ``leaf_outputs-<run hash>.npz`` in its folder and
+    recomputed when that file is missing, unreadable or lacks a key (notebooks 05 and 06 read
+    the same maps)."""
     rc = run.run_cfg
     if rc.num_classes != 1:
         raise ValueError(f"run {run.name!r} has {rc.num_classes} classes; the leaf run has 1")
     ds = data.build_eval_dataset(rc, "heldout")
+    cache = _leaf_cache(run)
+    arrays = None
+    if run.done and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in LEAF_KEYS}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            arrays = None  # damaged or foreign: recomputed below
+    if arrays is None:
+        arrays = _leaf_arrays(run, ds)
+        if run.done:
+            with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+    return {"ids": list(ds.ids), **arrays,
+            "stats": leaf_pixel_stats(arrays["probabilities"], arrays["masks"],
+                                      threshold=threshold)}
+
+
+def _leaf_arrays(run: Run, ds) -> dict[str, np.ndarray]:
+    rc = run.run_cfg
     model = load_model(run, "cpu")
     images, masks, probs = [], [], []
     for start in range(0, len(ds), rc.eval_batch_size):
@@ -188,15 +227,58 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
         probs.append(torch.sigmoid(logits[:, 0]).numpy())
         masks.append(torch.stack([m for _, m in batch]).numpy())
         images.extend(data.denormalize(img, rc.augment.normalize) for img in x)
-    prob = np.concatenate(probs)
-    mask = np.concatenate(masks)
-    return {
-        "ids": list(ds.ids),
-        "images": np.stack(images),
-        "masks": mask,
-        "probabilities": prob,
-        "stats": leaf_pixel_stats(prob, mask, threshold=threshold),
-    }
+    img = np.stack(images)  # (N, H, W, 3) uint8
+    mask = np.concatenate(masks)  # (N, H, W)
+    regions = np.stack([leaf_region(i, m) for i, m in zip(img, mask, strict=True)])
+    return {"images": img, "masks": mask, "probabilities": np.concatenate(probs),
+            "regions": regions}
+
+
+def leaf_review_components(
+    leaf: Mapping[str, Any], k: int = 6, threshold: float = 0.5, pad: int = 4
+) -> list[dict[str, Any]]:
+    """Claim 7 (b)/(c) for a person to judge: the ``k`` largest connected components of
+    predicted disease outside the mask ("outside": a spot the labels missed, or an error) and
+    the ``k`` largest mask components the network missed ("missed"), over all held-out leaves,
+    leaf pixels only. Each: kind, leaf index and id, area (px), and crops (image, mask,
+    probability) of its bounding box grown by ``pad`` px."""
+    probs, masks = np.asarray(leaf["probabilities"]), np.asarray(leaf["masks"]) > 0.5
+    regions = np.asarray(leaf["regions"], dtype=bool)
+    found: dict[str, list[dict[str, Any]]] = {"outside": [], "missed": []}
+    for i, (p, m, r) in enumerate(zip(probs, masks, regions, strict=True)):
+        pred = p >= threshold
+        for kind, sel in (("outside", pred & ~m & r), ("missed", m & ~pred & r)):
+            lab, n = ndimage.label(sel)
+            for j, box in enumerate(ndimage.find_objects(lab), start=1):
+                area = int((lab[box] == j).sum())
+                y0, y1 = max(0, box[0].start - pad), min(p.shape[0], box[0].stop + pad)
+                x0, x1 = max(0, box[1].start - pad), min(p.shape[1], box[1].stop + pad)
+                found[kind].append({
+                    "kind": kind, "leaf_index": i, "id": leaf["ids"][i], "area": area,
+                    "box": (y0, y1, x0, x1),
+                    "image": np.asarray(leaf["images"][i])[y0:y1, x0:x1],
+                    "mask": m[y0:y1, x0:x1], "probability": p[y0:y1, x0:x1],
+                })
+    out = []
+    for kind in ("outside", "missed"):
+        out += sorted(found[kind], key=lambda c: (-c["area"], c["leaf_index"]))[:k]
+    return out
+
+
+def reliability(leaf: Mapping[str, Any], bins: int = 10) -> pd.DataFrame:
+    """Error rate per bin of the analog output p on leaf pixels
+    (:func:`metrics.reliability_table`): notebook 05's reliability curve."""
+    return pd.DataFrame(reliability_table(leaf["probabilities"], leaf["masks"],
+                                          leaf["regions"], bins))
+
+
+def gallery_ends(frame: pd.DataFrame, n_show: int) -> dict[str, Any]:
+    """The lowest- and highest-loss images of a ranked frame (sorted by loss, lowest first)
+    for Figs. 6-9, never sharing an image: ``k = min(n_show, N // 2)`` each. Returns
+    ``{"lowest": frame, "highest": frame (highest first), "k": k, "n": N}``."""
+    n = len(frame)
+    k = min(n_show, n // 2)
+    return {"lowest": frame.head(k), "highest": frame.tail(k).iloc[::-1], "k": k, "n": n}
 
 
 def seed_table(per_seed: Mapping[int, Mapping[str, float]]) -> pd.DataFrame:

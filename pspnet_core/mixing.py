@@ -113,3 +113,17 @@ def mixed_label_image(target: MixedTarget | Tensor) -> Tensor:
     lam = lam.view(-1, 1, 1) if lam.ndim == 1 else lam  # (B, 1, 1) or (B, H, W)
     tie = torch.minimum(a, b)
     return torch.where(lam > 0.5, a, torch.where(lam < 0.5, b, tie))  # (B, H, W)
+
+
+def pair_captions(kind: str, images: Tensor, mixed: Tensor, target: MixedTarget) -> list[str]:
+    """Captions of Figs. 3-4: Mixup's ``a = lam``, CutMix's pasted share; a sample the
+    permutation paired with itself (its mixed image equals the original) says so, since
+    nothing was blended or pasted from another image."""
+    out = []
+    for i, lam in enumerate(target.lam):
+        share = float(lam.mean()) if kind == "mixup" else 1 - float(lam.mean())
+        text = f"a = {share:.2f}" if kind == "mixup" else f"pasted {share:.0%}"
+        if torch.equal(mixed[i], images[i]):
+            text += " (paired with itself)"
+        out.append(text)
+    return out

@@ -631,3 +631,73 @@ def leaf_panels(
         leaf_mask_figure(image, mask),
         leaf_heatmap_figure(image, probability, mask, threshold),
     )
+
+
+# ---------------------------------------------------------------- claim 7 review figures
+
+
+def leaf_reliability_figure(
+    table: Any, title: str = "Claim 7(a)  reliability on leaf pixels"
+) -> Figure:
+    """Error rate of the thresholded output (p >= 0.5 vs the mask) per bin of p, leaf pixels
+    only; ``table`` has columns p_lo, p_hi, n, error_rate (``analysis.reliability``), or maps
+    a seed to one such table (one line per seed). An output whose intensity marks uncertainty
+    errs most in the middle bins."""
+    tables = table if isinstance(table, Mapping) else {None: table}
+    fig = StudyFigure(figsize=(5.6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for seed, t in tables.items():
+        t = pd.DataFrame(t)
+        mid = (t["p_lo"] + t["p_hi"]) / 2
+        ax.plot(mid, t["error_rate"], marker="o", ms=3.5,
+                label=f"seed {seed}" if seed is not None else None)
+    ax.axvline(0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("analog output p (bin centre)")
+    ax.set_ylabel("error rate (leaf pixels)")
+    if len(tables) > 1 or None not in tables:
+        ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def leaf_review_figure(
+    components: Sequence[Mapping[str, Any]],
+    title: str = "Claim 7(b)/(c)  for review: largest components outside the mask and missed",
+) -> Figure:
+    """One column per component of ``analysis.leaf_review_components``: the crop of the photo
+    (yellow: label outline, cyan: p = 0.5), and the analog output; captions give the kind,
+    the leaf and the area. A person judges whether an "outside" component is a spot the
+    labels missed or an error, and what a "missed" one is."""
+    n = max(1, len(components))
+    fig = StudyFigure(figsize=(1.7 * n + 0.6, 4.0), layout="constrained")
+    axes = fig.subplots(2, n, squeeze=False)
+    for j in range(n):
+        for ax in axes[:, j]:
+            _blank(ax)
+        if j >= len(components):
+            axes[0, j].axis("off")
+            axes[1, j].axis("off")
+            continue
+        c = components[j]
+        p = np.asarray(c["probability"], dtype=float)
+        axes[0, j].imshow(c["image"])
+        m = np.asarray(c["mask"], dtype=float)
+        if 0 < m.max() and m.min() < 1:
+            axes[0, j].contour(m, levels=[0.5], colors=["yellow"], linewidths=0.8)
+        if p.min() < 0.5 < p.max():
+            axes[0, j].contour(p, levels=[0.5], colors=["cyan"], linewidths=0.8)
+        axes[1, j].imshow(p, cmap="inferno", vmin=0.0, vmax=1.0)
+        axes[0, j].set_title(f"{c['kind']}\n{c['id']}\n{c['area']} px", fontsize=7)
+    axes[0, 0].set_ylabel("photo", fontsize=9)
+    axes[1, 0].set_ylabel("output p", fontsize=9)
+    if not components:
+        axes[0, 0].text(0.5, 0.5, "no component", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def gallery_title(base: str, run: str, seed: int, k: int, n: int) -> str:
+    """Figs. 6-9: the paper's caption, then the run, the seed and "k of N" ranked images."""
+    return f"{base}: {k} of {n} ranked images, run {run}, seed {seed}"

@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tiny_preset import write_tiny
@@ -41,3 +43,58 @@ def test_seed_table_mean_sd_min_max():
 def test_seed_table_one_seed_has_no_sd():
     table = seed_table({3: {"dice": 0.5}})
     assert table.loc["dice", "mean"] == 0.5 and math.isnan(table.loc["dice", "sd"])
+
+
+def test_gallery_ends_never_share_an_image():
+    frame = pd.DataFrame({"index": range(16), "loss": np.linspace(0, 1, 16)})
+    ends = analysis.gallery_ends(frame, n_show=16)
+    assert ends["k"] == 8 and ends["n"] == 16
+    assert not set(ends["lowest"]["index"]) & set(ends["highest"]["index"])
+    assert list(ends["highest"]["loss"]) == sorted(ends["highest"]["loss"], reverse=True)
+    big = analysis.gallery_ends(pd.DataFrame({"index": range(100), "loss": range(100)}), 16)
+    assert big["k"] == 16 and len(big["lowest"]) == len(big["highest"]) == 16
+
+
+def _leaf_outputs_by_hand():
+    p = np.full((2, 20, 20), 0.1)
+    m = np.zeros((2, 20, 20), np.uint8)
+    regions = np.zeros((2, 20, 20), bool)
+    regions[:, 2:18, 2:18] = True
+    p[0, 3:9, 3:9] = 0.9  # predicted, not in the mask: 36 px outside
+    m[1, 10:14, 10:16] = 1  # in the mask, not predicted: 24 px missed
+    p[1, 4:6, 4:6] = 0.8  # a smaller outside component: 4 px
+    p[1, 0:2, 0:2] = 0.9  # outside the leaf: never reported
+    images = np.zeros((2, 20, 20, 3), np.uint8)
+    return {"ids": ["a", "b"], "images": images, "masks": m, "probabilities": p,
+            "regions": regions}
+
+
+def test_leaf_review_components_largest_first_on_leaf_pixels():
+    comps = analysis.leaf_review_components(_leaf_outputs_by_hand(), k=5, pad=1)
+    assert [(c["kind"], c["id"], c["area"]) for c in comps] == [
+        ("outside", "a", 36), ("outside", "b", 4), ("missed", "b", 24)]
+    assert comps[0]["image"].shape == (8, 8, 3) and comps[0]["probability"].shape == (8, 8)
+
+
+def test_reliability_counts_leaf_pixels_only():
+    table = analysis.reliability(_leaf_outputs_by_hand(), bins=10)
+    assert len(table) == 10 and table["n"].sum() == 2 * 16 * 16
+    assert table.loc[8, "error_rate"] == 1.0  # p = 0.8-0.9: all outside the mask
+    assert table.loc[1, "error_rate"] == pytest.approx(24 / (2 * 256 - 36 - 4))
+
+
+@pytest.mark.slow
+def test_leaf_outputs_are_cached_per_run_hash_and_recomputed_when_damaged(tmp_path):
+    run = engine.get_run(load_params(write_tiny(tmp_path)), "leaf_sgd_affine")
+    first = analysis.leaf_outputs(run)
+    cache = run.dir / f"leaf_outputs-{run.hash}.npz"
+    assert cache.is_file() and first["regions"].dtype == bool
+    assert first["regions"].any() and not first["regions"].all()
+    stamp = cache.stat().st_mtime_ns
+    again = analysis.leaf_outputs(run)
+    assert cache.stat().st_mtime_ns == stamp  # read, not rewritten
+    np.testing.assert_array_equal(again["probabilities"], first["probabilities"])
+    cache.write_bytes(b"not a zip file")
+    healed = analysis.leaf_outputs(run)
+    np.testing.assert_array_equal(healed["probabilities"], first["probabilities"])
+    assert cache.stat().st_size > 100

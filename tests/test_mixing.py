@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from pspnet_core.losses import MixedTarget
+from pspnet_core import mixing
 from pspnet_core.mixing import cutmix, mix_batch, mixed_label_image, mixup
 
 B, H, W = 32, 24, 72  # non-square on purpose: a swapped H/W would show
@@ -182,3 +183,18 @@ def test_mixed_label_image_is_argmax_of_blend(per_pixel):
     assert torch.equal(got, expected)
     assert (got[(a == 255) & (b == 255)] == 255).all()
     assert torch.equal(mixed_label_image(a), a)
+
+
+def test_pair_captions_name_a_sample_paired_with_itself():
+    images = torch.arange(4 * 3 * 8 * 8, dtype=torch.float32).reshape(4, 3, 8, 8)
+    labels = torch.zeros(4, 8, 8, dtype=torch.long)
+    for seed in range(50):  # a permutation with a fixed point
+        g = torch.Generator().manual_seed(seed)
+        mixed, target, kind = mixing.cutmix(images, labels, g)
+        caps = mixing.pair_captions(kind, images, mixed, target)
+        selfs = [i for i in range(4) if torch.equal(mixed[i], images[i])]
+        if selfs:
+            break
+    assert selfs and all("paired with itself" in caps[i] for i in selfs)
+    assert all("paired with itself" not in c for i, c in enumerate(caps) if i not in selfs)
+    assert all(c.startswith("pasted ") for c in caps)
