@@ -624,3 +624,9 @@ def run_hash(run_cfg: RunConfig) -> str:
 def dump_params(cfg: StudyConfig | RunConfig) -> str:
     """YAML text of a resolved config (what the run store writes as params.yaml)."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def preset_hash(cfg: StudyConfig) -> str:
+    """12 hex digits over the whole resolved preset (:func:`dump_params`): what claims.md and
+    the figures' provenance name, so a reader can tell which settings made them."""
+    return hashlib.sha256(dump_params(cfg).encode()).hexdigest()[:12]

@@ -34,6 +34,7 @@ from pspnet_core.claims.report import (
     claims_frame,
     claims_markdown,
     parts_frame,
+    report_header,
     write_claims,
 )
 from pspnet_core.claims.statistics import (
@@ -54,7 +55,8 @@ __all__ = [
     "CLAIM_TEXTS", "RULE", "VERDICTS", "Claim", "Part", "Verdict", "claim1", "claim2",
     "claim3", "claim4", "claim5", "claim6", "claim7", "claims_frame", "claims_markdown",
     "combine", "confidence_auroc", "confidence_histograms", "evaluate_claims",
-    "holm_does_not_hold", "make_part", "noise_sigma", "parts_frame", "stall_effect",
+    "holm_does_not_hold", "make_part", "noise_sigma", "parts_frame", "report_header",
+    "stall_effect",
     "t_interval", "window", "write_claims",
 ]
 

@@ -115,3 +115,11 @@ def write_claims(
     text = (f"# {title}\n\n" if title else "") + claims_markdown(claims, header)
     atomic_write_text(target, text)
     return target
+
+
+def report_header(preset: str, preset_hash: str, run_hashes: dict[str, dict[int, str]]) -> str:
+    """The lines claims.md starts with: the preset and its hash, and every (run, seed, run
+    hash) the verdicts read."""
+    runs = "; ".join(f"{name} " + ", ".join(f"s{s} {h}" for s, h in sorted(seeds.items()))
+                     for name, seeds in run_hashes.items())
+    return f"Preset **{preset}** (hash {preset_hash}). Runs read (run, seed, run hash): {runs}."
