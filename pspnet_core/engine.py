@@ -177,7 +177,8 @@ def build_optimizer(model: nn.Module, run_cfg: RunConfig) -> torch.optim.Optimiz
         raise ValueError("the model has no trainable parameters")
     o = run_cfg.optim
     if isinstance(o, SGDConfig):
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                               nesterov=o.nesterov)
     if isinstance(o, AdamConfig):
         return torch.optim.Adam(
             params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay

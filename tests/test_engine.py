@@ -328,3 +328,14 @@ def test_ddp_two_cpu_processes_write_one_history(reference_run, tmp_path):
     assert single["loss"] == pytest.approx(last["heldout_loss"], rel=1e-5)
     assert single["miou"] == pytest.approx(last["heldout_miou"], abs=1e-9)
     assert single["pixel_acc"] == pytest.approx(last["heldout_pixel_acc"], abs=1e-9)
+
+
+def test_unet_runs_get_their_own_nesterov_sgd():
+    """unet_sgd (nnU-Net's recipe) reaches torch's SGD; PSPNet runs keep the preset's sgd."""
+    cfg = load_params("paper")
+    net = nn.Conv2d(3, 2, 1)
+    unet_opt = engine.build_optimizer(net, resolve_run(cfg, "unet_none"))
+    assert unet_opt.defaults["nesterov"] is True and unet_opt.defaults["momentum"] == 0.99
+    assert unet_opt.defaults["weight_decay"] == 3e-5
+    psp_opt = engine.build_optimizer(net, resolve_run(cfg, "sgd_none"))
+    assert psp_opt.defaults["nesterov"] is False and psp_opt.defaults["momentum"] == 0.0
