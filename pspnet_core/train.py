@@ -7,6 +7,8 @@
     python -m pspnet_core.train --params smoke --run sgd_mix --set train.epochs=2 --set seeds=[5]
     python -m pspnet_core.train --params smoke sgd_mix adam_mix   # run names also positional
     torchrun --nproc_per_node 2 -m pspnet_core.train --params paper sgd_mix   # DDP
+    pspnet-train --params paper --run all --launcher slurm --partition gpu --time 6:00:00
+    pspnet-train --params smoke --run all --launcher local --max-parallel 2
 
 Under torchrun give run names positionally: torchrun's own parser rejects ``--run`` as an
 ambiguous abbreviation of its ``--run-path``.
@@ -16,6 +18,11 @@ Every run is trained once per seed of the preset's ``seeds`` (each in its own fo
 ``<run>-s<seed>-<hash>``), seed by seed: all runs of the first seed, then the next; ``--seed``
 (repeatable) picks some of them. A finished run returns at once and prints where it is; an
 interrupted one resumes.
+
+``--launcher slurm`` submits one submitit job per (run, seed) not done yet (a SLURM job array)
+and prints the job ids and the grid; ``--wait`` blocks until they end. ``--launcher local`` runs
+the same jobs on this machine, ``--max-parallel`` at a time, and waits. ``--gpus-per-job N > 1``
+trains each run with DDP over N GPUs of one node. See ``pspnet_core/launch.py``.
 """
 
 from __future__ import annotations
@@ -25,16 +32,37 @@ import os
 import sys
 from pathlib import Path
 
-from pspnet_core import engine, runs
+from pspnet_core import engine, launch, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
-from pspnet_core.data.loading import DataError, DatasetNotFoundError
-from pspnet_core.model import WeightsUnavailableError
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ParamsError, DataError, DatasetNotFoundError, WeightsUnavailableError,
-    engine.NonFiniteLossError, runs.RunBusyError,
-)
+USER_ERRORS = launch.USER_ERRORS
+
+
+def wall_minutes(text: str) -> int:
+    """``--time`` in SLURM's syntax -> minutes (seconds rounded up): ``MM``, ``MM:SS``,
+    ``HH:MM:SS``, ``D-HH``, ``D-HH:MM``, ``D-HH:MM:SS``."""
+    try:
+        days, dash, rest = text.strip().partition("-")
+        if not dash:
+            days, rest = "0", text.strip()
+        parts = [int(x) for x in rest.split(":")]
+        if any(x < 0 for x in parts) or int(days) < 0:
+            raise ValueError
+        if dash:  # D-HH[:MM[:SS]]
+            h, m, sec = (parts + [0, 0])[:3] if len(parts) <= 3 else (None, None, None)
+        else:     # MM, MM:SS, HH:MM:SS
+            h, m, sec = {1: (0, *parts, 0), 2: (0, *parts), 3: tuple(parts)}.get(
+                len(parts), (None, None, None))
+        if h is None:
+            raise ValueError
+        minutes = int(days) * 24 * 60 + h * 60 + m + (1 if sec else 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)") from None
+    if minutes < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least one minute")
+    return minutes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +84,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the preset's run x seed grid and the status of each")
     p.add_argument("--device", default=None, help="override the preset's device (auto/cpu/cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    g = p.add_argument_group(
+        "scale-out (submitit)",
+        "one job per (run, seed) not done yet; each trains through the run store, so a job "
+        "killed mid-run resumes when the grid is submitted again")
+    g.add_argument("--launcher", choices=launch.LAUNCHERS, default="none",
+                   help="none: train here, one pair after another (default); slurm: submit a "
+                        "SLURM job array; local: run the jobs on this machine with submitit's "
+                        "LocalExecutor, --max-parallel at a time (always waits)")
+    g.add_argument("--wait", action="store_true",
+                   help="slurm: block until the jobs end and report each")
+    g.add_argument("--partition", help="SLURM partition (default: the cluster's)")
+    g.add_argument("--gpus-per-job", type=int, metavar="N",
+                   help="GPUs per job (slurm default 1; local: 1 if CUDA else 0); N > 1 "
+                        "trains each run with DDP, one process per GPU")
+    g.add_argument("--procs-per-job", type=int, metavar="N",
+                   help="DDP processes per job (default: --gpus-per-job, at least 1)")
+    g.add_argument("--cpus-per-job", type=int, metavar="N", help="CPU cores per job (SLURM)")
+    g.add_argument("--time", type=wall_minutes, default=24 * 60, metavar="LIMIT",
+                   help="wall-time limit per job, SLURM syntax: MM, HH:MM:SS, D-HH:MM:SS "
+                        "(default 24:00:00);"
+                        " a job timed out on SLURM is requeued and resumes")
+    g.add_argument("--mem", help="memory per job, SLURM syntax (e.g. 64G)")
+    g.add_argument("--max-parallel", type=int, metavar="N",
+                   help="jobs running at once (slurm: array limit, default none; local: "
+                        "default GPUs / --gpus-per-job, or 1 without CUDA)")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--log-dir", help="submitit logs and pickles (default <runs_dir>/.submitit)")
     return p
+
+
+JOB_FLAGS = ("wait", "partition", "gpus_per_job", "procs_per_job", "cpus_per_job", "mem",
+             "max_parallel", "account", "log_dir")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +155,24 @@ def main(argv: list[str] | None = None) -> int:
         except ParamsError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+    if args.launcher != "none":
+        opts = launch.JobOptions(
+            partition=args.partition, gpus_per_job=args.gpus_per_job,
+            procs_per_job=args.procs_per_job, cpus_per_job=args.cpus_per_job,
+            time_min=args.time, mem=args.mem, max_parallel=args.max_parallel,
+            account=args.account, log_dir=args.log_dir,
+        )
+        try:
+            return launch.launch(cfg, names, seeds, args.launcher, opts, wait=args.wait)
+        except launch.LaunchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    given = [f for f in JOB_FLAGS if getattr(args, f) not in (None, False)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        print(f"error: {flag} is a job option: add --launcher local or --launcher slurm",
+              file=sys.stderr)
+        return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
     for seed, name in ((s, n) for s in seeds for n in names):  # the folder name shows the seed
         r = runs.open_run(resolve_run(cfg, name, seed))
