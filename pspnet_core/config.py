@@ -82,6 +82,15 @@ class DataConfig:
     folder_masks: str = "masks"  # voc_source: folder: mask subfolder of voc_root
     # voc_source: folder: the mask value of unlabelled pixels (read as 255, the loss's ignore)
     ignore_index: int = field(default=255, metadata=_rng(0, 255))
+    # voc_source: folder: a separate held-out folder pair (subfolders of voc_root, e.g. val and
+    # valannot); "" (default): the held-out images are drawn from folder_images/folder_masks
+    heldout_images: str = ""
+    heldout_masks: str = ""
+    # class names (one per class id 0..num_classes-1) and optional colours ("#rrggbb", one per
+    # class) for figures and the explorer; empty: VOC's names for 21 classes, else "class i",
+    # and the VOC palette (pspnet_core.data.classes)
+    classes: tuple[str, ...] = ()
+    class_colors: tuple[str, ...] = ()
     leaf_source: Literal["synthetic", "folder", "kaggle"] = "synthetic"  # kaggle = folder
     leaf_root: str = "synthetic/leaf"  # folder holding images/ and masks/ (relative to root)
     leaf_heldout_fraction: float = field(default=0.2, metadata=_rng(0.01, 0.99))
@@ -100,6 +109,23 @@ class DataConfig:
                 f"({self.num_classes}): it must be >= num_classes (e.g. 255, or 11 for a set "
                 "with classes 0..10 and void 11)"
             )
+        if self.classes and len(self.classes) != self.num_classes:
+            raise ParamsError(
+                f"data.classes: {len(self.classes)} names given but data.num_classes is "
+                f"{self.num_classes}; give one name per class id 0..{self.num_classes - 1}"
+            )
+        if self.class_colors and len(self.class_colors) != self.num_classes:
+            raise ParamsError(
+                f"data.class_colors: {len(self.class_colors)} colours given but "
+                f"data.num_classes is {self.num_classes}; give one '#rrggbb' per class"
+            )
+        for i, c in enumerate(self.class_colors):
+            if not re.fullmatch(r"#[0-9a-fA-F]{6}", c):
+                raise ParamsError(f"data.class_colors[{i}]: {c!r} is not a colour; use "
+                                  "'#rrggbb', e.g. '#808080'")
+        if bool(self.heldout_images) != bool(self.heldout_masks):
+            raise ParamsError("data.heldout_images and data.heldout_masks go together: set "
+                              "both (a separate held-out folder pair) or neither")
 
 
 @dataclass(frozen=True)
@@ -592,23 +618,29 @@ RECIPE_VERSION = 2
 # Parameters that do not change what a run learns (loader workers give identical batches;
 # evaluation batch size and the download flag do not touch training), or that belong to the
 # other task. They are left out of the hash so that changing them reuses trained runs.
-_NOT_TRAINING = {"data": ("num_workers", "download")}
+_NOT_TRAINING = {"data": ("num_workers", "download", "classes", "class_colors")}
+# keys added after runs were stored: hashed only when set, so existing run folders keep their hash
+_HASHED_WHEN_SET = {"data": {"heldout_images": "", "heldout_masks": ""}}
 _TASK_DATA_KEYS = {
     "voc": ("voc_source", "voc_root", "voc_image_set", "num_classes", "n_train", "n_heldout",
-            "synthetic_voc_images", "folder_images", "folder_masks", "ignore_index"),
+            "synthetic_voc_images", "folder_images", "folder_masks", "ignore_index",
+            "heldout_images", "heldout_masks"),
     "leaf": ("leaf_source", "leaf_root", "leaf_heldout_fraction", "synthetic_leaf_images"),
 }
 
 
 def hashed_fields(run_cfg: RunConfig) -> dict[str, Any]:
     """What :func:`run_hash` covers: the run's config without ``NOT_HASHED``, the evaluation
-    batch size, loader workers, the download flag, the other task's data keys, and
+    batch size, loader workers, the download flag, the class names and colours, the other task's
+    data keys, the held-out folder pair when unset, and
     ``augment.cutmix_prob`` for runs that do not mix; plus ``RECIPE_VERSION``."""
     plain = {k: v for k, v in run_cfg.to_dict().items()
              if k not in RunConfig.NOT_HASHED and k != "eval_batch_size"}
     other = "leaf" if run_cfg.task == "voc" else "voc"
     drop = set(_NOT_TRAINING["data"]) | set(_TASK_DATA_KEYS[other])
-    plain["data"] = {k: v for k, v in plain["data"].items() if k not in drop}
+    unset = {k for k, default in _HASHED_WHEN_SET["data"].items()
+             if plain["data"].get(k) == default}
+    plain["data"] = {k: v for k, v in plain["data"].items() if k not in drop | unset}
     if run_cfg.regime != "mix":
         plain["augment"] = {k: v for k, v in plain["augment"].items() if k != "cutmix_prob"}
     plain["recipe_version"] = RECIPE_VERSION
