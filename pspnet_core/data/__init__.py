@@ -14,6 +14,7 @@ from typing import Literal
 from pspnet_core import paths
 from pspnet_core.config import DataConfig, RunConfig
 from pspnet_core.data.augment import build_transform, denormalize
+from pspnet_core.data.classes import class_names, class_palette, names_and_palette
 from pspnet_core.data.folder import FolderDataset, folder_datasets
 from pspnet_core.data.leaf import LeafDataset, leaf_datasets
 from pspnet_core.data.loading import (
@@ -30,7 +31,8 @@ __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "FolderDataset",
     "LeafDataset",
     "PairedDataset", "VOCDataset", "build_datasets", "build_eval_dataset", "build_transform",
-    "denormalize", "dataset_root", "make_loader", "voc_colormap",
+    "denormalize", "dataset_root", "make_loader", "voc_colormap", "class_names", "class_palette",
+    "names_and_palette",
 ]  # fmt: skip
 
 
@@ -68,7 +70,9 @@ def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, Paire
         return folder_datasets(root, data.n_train, data.n_heldout, data.split_seed, train_tf,
                                eval_tf, run_cfg.num_classes, data.ignore_index,
                                decode_size=2 * run_cfg.image_size,
-                               images=data.folder_images, masks=data.folder_masks)
+                               images=data.folder_images, masks=data.folder_masks,
+                               heldout_images=data.heldout_images,
+                               heldout_masks=data.heldout_masks)
     return voc_datasets(root, data.voc_image_set, data.n_train, data.n_heldout, data.split_seed,
                         train_tf, eval_tf, run_cfg.num_classes, data.download,
                         decode_size=2 * run_cfg.image_size)

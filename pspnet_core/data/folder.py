@@ -6,7 +6,9 @@
 
 ``<root>`` is ``data.root / data.voc_root``; the two subfolder names are ``data.folder_images``
 and ``data.folder_masks``. Pairs are matched by file stem. The seeded ``n_train`` / ``n_heldout``
-draw is the VOC path's (:func:`pspnet_core.data.voc.split_ids`).
+draw is the VOC path's (:func:`pspnet_core.data.voc.split_ids`). A dataset with its own validation
+split names it with ``data.heldout_images`` / ``data.heldout_masks`` (two more subfolders of
+``<root>``): the held-out pairs are then drawn from there, the training pairs from the first pair.
 
 Ignore label: the loss and the metrics ignore :data:`pspnet_core.metrics.IGNORE_INDEX` (255).
 A folder whose masks mark unlabelled pixels with another value (a common street-scene set:
@@ -116,8 +118,30 @@ def folder_datasets(
     decode_size: int | None = None,
     images: str = "images",
     masks: str = "masks",
+    heldout_images: str = "",
+    heldout_masks: str = "",
 ) -> tuple[FolderDataset, FolderDataset]:
-    """The seeded train / held-out draw (``n_train`` + ``n_heldout`` pairs) of a folder."""
+    """The seeded train / held-out draw (``n_train`` + ``n_heldout`` pairs) of a folder.
+
+    With ``heldout_images`` / ``heldout_masks`` (subfolders of ``root``, e.g. a dataset's own
+    ``val`` / ``valannot``) the held-out pairs come from that pair of folders instead: a seeded
+    draw of ``n_train`` pairs from ``images``/``masks`` and of ``n_heldout`` from the held-out
+    pair, so no held-out image is a training image's neighbour of the same folder."""
+    if heldout_images:
+        train_pairs = folder_pairs(root, images, masks)
+        held_pairs = folder_pairs(root, heldout_images, heldout_masks or masks)
+        picked = []
+        for pairs, n, key, sub in ((train_pairs, n_train, "n_train", images),
+                                   (held_pairs, n_heldout, "n_heldout", heldout_images)):
+            if len(pairs) < n:
+                raise DataError(f"the folder {Path(root) / sub} has {len(pairs)} image/mask "
+                                f"pairs but data.{key} = {n} were asked; lower it")
+            order = np.random.default_rng(split_seed).permutation(len(pairs))
+            picked.append([pairs[i] for i in sorted(order[:n].tolist())])
+        return (
+            FolderDataset(picked[0], train_transform, num_classes, ignore_index, decode_size),
+            FolderDataset(picked[1], heldout_transform, num_classes, ignore_index, decode_size),
+        )
     pairs = folder_pairs(root, images, masks)
     try:
         tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
