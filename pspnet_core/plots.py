@@ -59,6 +59,7 @@ from scipy import stats
 
 from pspnet_core.atomic import atomic_path
 from pspnet_core.data.voc import voc_colormap
+from pspnet_core.provenance import png_text, record_figure
 
 # the paper's colours per augmentation; the U-Net baseline (unet_none) in a neutral grey
 AUGMENT_COLORS: dict[str, str] = {
@@ -160,11 +161,14 @@ def save_figure(
     name: str,
     dpi: int = DEFAULT_DPI,
     formats: Sequence[str] = ("png", "pdf"),
+    provenance: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``fig`` as ``figures_dir/name.png`` and ``.pdf``, each atomically.
 
     Each file is written to a temporary file in the same folder and moved into place with
-    ``os.replace``, so a reader never sees half a figure. Returns the written paths.
+    ``os.replace``, so a reader never sees half a figure. ``provenance``
+    (:func:`pspnet_core.provenance.figure_record`) goes into the PNG as a text chunk and into
+    ``figures_dir/provenance.json``. Returns the written paths.
     """
     out_dir = Path(figures_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,8 +182,12 @@ def save_figure(
         with atomic_path(target) as tmp:
             # no creation date in PDFs: identical figures give identical files
             metadata = {"CreationDate": None} if fmt == "pdf" else None
+            if fmt == "png" and provenance is not None:
+                metadata = png_text(provenance)
             fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
         written.append(target)
+    if provenance is not None:
+        record_figure(out_dir, stem, provenance)
     return written
 
 

@@ -1,0 +1,156 @@
+"""Where a figure comes from (docs/architecture.md#provenance): the preset and its hash, the
+(run, seed, run hash) it read, the package versions and the machine kind.
+
+``plots.save_figure(..., provenance=figure_record(cfg, runs))`` writes the record into the PNG
+as a text chunk (no commit, no date: a rerun with the same inputs gives the same bytes) and
+into ``<figure dir>/provenance.json`` under the figure's name. The study adds, per figure, the
+notebook that wrote it and the commit of the code (:func:`code_commit`): the last commit that
+changed ``pspnet_core/``, ``notebooks/`` or ``params/``, so committing regenerated figures does
+not change it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pspnet_core import paths
+from pspnet_core.atomic import atomic_write_text
+from pspnet_core.config import preset_hash as hash_of
+
+FILE = "provenance.json"
+PNG_KEY = "pspnet:provenance"  # the PNG text chunk
+# what a figure's pixels can depend on (the lock pins the rest; these are read back)
+PACKAGES = ("torch", "torchvision", "albumentations", "numpy", "scipy", "pandas", "matplotlib",
+            "pillow", "opencv-python-headless", "pyyaml")
+CODE_PATHS = ("pspnet_core", "notebooks", "params", "requirements.lock")
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpuinfo(field: str) -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def machine() -> dict[str, str]:
+    """The CPU model and the instruction set bf16 kernels use: ``amx`` (AMX tiles),
+    ``avx512_bf16``, or ``none``. bf16 results differ between these kinds, so a rerun is
+    byte-identical only on the same kind."""
+    flags = set(_cpuinfo("flags").split())
+    isa = ("amx" if "amx_bf16" in flags or "amx_tile" in flags
+           else "avx512_bf16" if "avx512_bf16" in flags else "none")
+    return {"cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
+            "isa": isa, "machine": platform.machine()}
+
+
+def packages() -> dict[str, str | None]:
+    return {p: _version(p) for p in PACKAGES}
+
+
+def run_triples(runs: Iterable[Any]) -> list[list[Any]]:
+    """``[[run, seed, run hash], ...]`` of Run objects (anything with name, run_cfg.seed, hash),
+    sorted."""
+    return sorted([r.name, int(r.run_cfg.seed), r.hash] for r in runs)
+
+
+def figure_record(cfg: Any, runs: Iterable[Any] = (), preset_hash: str | None = None
+                  ) -> dict[str, Any]:
+    """The provenance of one figure: preset name and hash, precision, the runs it read,
+    package versions and machine kind. ``cfg``: the StudyConfig."""
+    return {
+        "preset": cfg.name,
+        "preset_hash": preset_hash or hash_of(cfg),
+        "precision": cfg.precision,
+        "runs": run_triples(runs),
+        "packages": packages(),
+        **machine(),
+    }
+
+
+def png_text(record: Mapping[str, Any]) -> dict[str, str]:
+    """PNG text chunks of a record (one JSON chunk, keys sorted: stable bytes)."""
+    return {PNG_KEY: json.dumps(record, sort_keys=True, separators=(",", ":"))}
+
+
+def read_png(path: str | Path) -> dict[str, Any] | None:
+    """The record stored in a PNG by ``plots.save_figure``, or None."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        text = im.text.get(PNG_KEY) if hasattr(im, "text") else None
+    return json.loads(text) if text else None
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # absent or damaged: rebuilt from what is written next
+
+
+def _dump(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def record_figure(fig_dir: str | Path, name: str, record: Mapping[str, Any]) -> Path:
+    """Merge ``record`` as ``figures[name]`` into ``fig_dir/provenance.json`` (atomically;
+    what the study added for that figure, its notebook, is kept)."""
+    path = Path(fig_dir) / FILE
+    data = _load(path)
+    figures = data.setdefault("figures", {})
+    old = figures.get(name, {})
+    figures[name] = {**({"notebook": old["notebook"]} if "notebook" in old else {}),
+                     **record}
+    _dump(path, data)
+    return path
+
+
+def mark_notebook(fig_dir: str | Path, names: Iterable[str], notebook: str,
+                  commit: Mapping[str, Any] | None = None) -> Path | None:
+    """The study's part: the notebook that wrote ``names`` and, at the top, the code commit."""
+    names = list(names)
+    path = Path(fig_dir) / FILE
+    if not names and commit is None:
+        return None
+    data = _load(path)
+    figures = data.setdefault("figures", {})
+    for n in names:
+        figures.setdefault(n, {})["notebook"] = notebook
+    if commit is not None:
+        data["code"] = dict(commit)
+    _dump(path, data)
+    return path
+
+
+def code_commit(root: str | Path | None = None) -> dict[str, Any]:
+    """The last commit that changed the code (``CODE_PATHS``) and whether those paths have
+    uncommitted changes; nulls outside a git checkout."""
+    root = Path(root or paths.SOURCE_ROOT)
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+
+        commit = git("log", "-1", "--format=%H", "--", *CODE_PATHS)
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+        return {"commit": commit or None, "dirty": bool(dirty), "paths": list(CODE_PATHS)}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None, "paths": list(CODE_PATHS)}
