@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pspnet_core.losses import MixedTarget
 from pspnet_core import mixing
+from pspnet_core.losses import MixedTarget
 from pspnet_core.mixing import cutmix, mix_batch, mixed_label_image, mixup
 
 B, H, W = 32, 24, 72  # non-square on purpose: a swapped H/W would show
