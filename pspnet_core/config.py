@@ -43,13 +43,61 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 _NAME_FIELDS = {("StudyConfig", "name"), ("RunConfig", "run"), ("RunConfig", "preset")}
 
 
+NAME_MAX = 100  # a run folder is <run>-s<seed>-<hash>: file names stop at 255 bytes
+VALUE_SHOWN = 120  # characters of a value quoted in an error message
+PRESET_MAX_BYTES = 1 << 20  # a preset is a few KB; never parse more
+
+
+def show(value: Any, limit: int = VALUE_SHOWN) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a 58 MB value from a
+    YAML alias bomb, or a pasted file, never reaches the terminal whole)."""
+    text = repr(value) if not isinstance(value, (list, dict, tuple)) or len(value) < 1000 \
+        else f"<{type(value).__name__} of {len(value)} items>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``): a "billion laughs" preset of a few
+    hundred bytes would otherwise expand to gigabytes. Presets never need them."""
+
+    def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed in presets; write "
+                "the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def load_yaml_text(text: str, where: str = "YAML") -> Any:
+    """Safe, bounded YAML: no Python tags, no aliases, at most ``PRESET_MAX_BYTES``; a
+    :class:`ParamsError` naming ``where`` otherwise."""
+    if len(text) > PRESET_MAX_BYTES:
+        raise ParamsError(f"{where}: {len(text)} characters, more than a preset can hold "
+                          f"({PRESET_MAX_BYTES}); is it the right file?")
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        text = " ".join(str(err).split())
+        text = text if len(text) <= 400 else f"{text[:400]}... ({len(text)} characters)"
+        raise ParamsError(f"{where}: not valid YAML: {text}") from None
+    except RecursionError:
+        raise ParamsError(f"{where}: not valid YAML: nested too deeply") from None
+    except ValueError as err:  # e.g. an integer of more digits than Python converts
+        raise ParamsError(f"{where}: not valid YAML: {show(str(err), 200)}") from None
+
+
 def check_name(value: str, key: str) -> str:
-    """Preset and run names become folder and file names: ``[A-Za-z0-9_.-]+`` without ``..``."""
+    """Preset and run names become folder and file names: ``[A-Za-z0-9_.-]+`` without ``..``,
+    at most ``NAME_MAX`` characters."""
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
         raise ParamsError(
-            f"{key}: {value!r} is not a valid name; use letters, digits, '_', '.' and '-' only "
-            "(no '/', no '..', no spaces): names become folder and file names"
+            f"{key}: {show(value)} is not a valid name; use letters, digits, '_', '.' and '-' "
+            "only (no '/', no '..', no spaces): names become folder and file names"
         )
+    if len(value) > NAME_MAX:
+        raise ParamsError(f"{key}: {show(value, 40)} is {len(value)} characters long; names "
+                          f"become folder names: use at most {NAME_MAX}")
     return value
 
 
@@ -356,7 +404,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise ParamsError(f"{key}: {value!r} is not allowed; use {_type_name(tp)}")
+            raise ParamsError(f"{key}: {show(value)} is not allowed; use {_type_name(tp)}")
         return value
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
@@ -364,47 +412,47 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, option, key)
             except ParamsError:
                 pass
-        raise ParamsError(f"{key}: {value!r} has the wrong type; expected {_type_name(tp)}")
+        raise ParamsError(f"{key}: {show(value)} has the wrong type; expected {_type_name(tp)}")
     if tp is type(None):
         if value is not None:
-            raise ParamsError(f"{key}: expected null, got {value!r}")
+            raise ParamsError(f"{key}: expected null, got {show(value)}")
         return None
     if tp is bool:
         if not isinstance(value, bool):
-            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+            raise ParamsError(f"{key}: expected true or false, got {show(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key}: expected an integer, got {value!r}")
+            raise ParamsError(f"{key}: expected an integer, got {show(value)}")
         if abs(value) >= 2**63:
-            raise ParamsError(f"{key}: {value!r} is out of range (too large)")
+            raise ParamsError(f"{key}: {show(value)} is out of range (too large)")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{key}: expected a number, got {value!r}")
+            raise ParamsError(f"{key}: expected a number, got {show(value)}")
         try:
             value = float(value)
         except OverflowError:
-            raise ParamsError(f"{key}: {value!r} is out of range (too large)") from None
+            raise ParamsError(f"{key}: {show(value)} is out of range (too large)") from None
         if not math.isfinite(value):
-            raise ParamsError(f"{key}: {value!r} is not allowed; expected a finite number")
+            raise ParamsError(f"{key}: {show(value)} is not allowed; expected a finite number")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ParamsError(f"{key}: expected a string, got {value!r}")
+            raise ParamsError(f"{key}: expected a string, got {show(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         return build_config_section(tp, value, key)
     if origin in (tuple, list):  # tuple[int, ...] / list[int]: a YAML list
         item_tp = typing.get_args(tp)[0]
         if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
-            raise ParamsError(f"{key}: expected a list, e.g. [0, 1, 2], got {value!r}")
+            raise ParamsError(f"{key}: expected a list, e.g. [0, 1, 2], got {show(value)}")
         items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         _, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise ParamsError(f"{key}: expected a mapping of name -> settings, got {value!r}")
+            raise ParamsError(f"{key}: expected a mapping of name -> settings, got {show(value)}")
         return {check_name(str(k), f"{key}.{k}"): _coerce(v, value_tp, f"{key}.{k}")
                 for k, v in value.items()}
     raise TypeError(f"unsupported annotation {tp!r} for {key}")  # a bug in this schema
@@ -419,7 +467,7 @@ def build_config_section(cls: type, values: Any, prefix: str = "") -> Any:
     if dataclasses.is_dataclass(values):
         return values
     if not isinstance(values, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {values!r}")
+        raise ParamsError(f"{where}: expected a mapping, got {show(values)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
@@ -438,7 +486,7 @@ def build_config_section(cls: type, values: Any, prefix: str = "") -> Any:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-                raise ParamsError(f"{key}: {value!r} is out of range; allowed {bounds}")
+                raise ParamsError(f"{key}: {show(value)} is out of range; allowed {bounds}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -480,9 +528,13 @@ def available_presets() -> list[str]:
 
 def _preset_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml") or path.is_dir():
+        if path.is_dir():
+            raise ParamsError(f"parameter file {path} is a folder; give a preset name or a "
+                              ".yaml file")
         if not path.is_file():
-            raise ParamsError(f"parameter file {path} does not exist")
+            raise ParamsError(f"parameter file {path} does not exist"
+                              + ("" if not path.exists() else " as a regular file"))
         return path
     candidate = PARAMS_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
@@ -514,11 +566,12 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     for item in items:
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
-            raise ParamsError(f"--set expects key=value, got {item!r}")
+            raise ParamsError(f"--set expects key=value, got {show(item)}")
         try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ParamsError(f"--set {item!r}: value is not valid YAML: {err}") from None
+            out[key.strip()] = load_yaml_text(value, f"--set {show(item, 60)}")
+        except ParamsError as err:
+            raise ParamsError(str(err).replace(": not valid YAML", ": value is not valid YAML",
+                                               1)) from None
     return out
 
 
@@ -537,9 +590,16 @@ def load_params(
     """
     path = _preset_path(name_or_path)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+        with open(path, "rb") as fh:
+            data = fh.read(PRESET_MAX_BYTES + 1)
+    except OSError as err:
+        raise ParamsError(f"parameter file {path} cannot be read: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save the "
+                          "preset as UTF-8") from None
+    tree = load_yaml_text(text, str(path)) or {}
     if not isinstance(tree, dict):
         raise ParamsError(f"{path}: expected a mapping at the top level")
     tree.setdefault("name", path.stem)
