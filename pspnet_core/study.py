@@ -7,6 +7,7 @@ Command line (``pspnet-study`` is the installed console script of the same ``mai
     python -m pspnet_core.study --params paper --only 03 --only 05
     python -m pspnet_core.study --params path/to/my.yaml --only 01,02 --kernel python3
     python -m pspnet_core.study --params smoke --set train.epochs=2
+    python -m pspnet_core.study --params smoke --only 04 --param run_name=sgd_none --param seed=1
 
 Executes every ``notebooks/NN_*.ipynb`` in filename order with papermill and an explicit
 kernel (default ``pspnet-study``, the kernel the README's setup registers; ``python3`` when that
@@ -53,6 +54,7 @@ Python API::
 from __future__ import annotations
 
 import argparse
+import ast
 import html
 import json
 import os
@@ -153,6 +155,37 @@ def plan(notebooks_dir: str | Path = NOTEBOOKS_DIR, only: str | Iterable[str] | 
         for suffix, extra in VARIANTS.get(nb.stem, [("", {})]):
             jobs.append(Job(nb, f"{nb.stem}-{suffix}" if suffix else nb.stem, dict(extra)))
     return jobs
+
+
+def declared_parameters(notebook: str | Path) -> list[str]:
+    """Names assigned at the top level of a notebook's cell tagged ``parameters``."""
+    nb = json.loads(Path(notebook).read_text())
+    for cell in nb.get("cells", []):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell.get("source", "")))
+            return [t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name)]
+    return []
+
+
+def notebook_parameters(jobs: Sequence[Job], values: dict[str, Any] | None) -> dict[str, dict]:
+    """``{job name: parameters}``: each ``--param`` value goes to the notebooks whose
+    ``parameters`` cell declares it (a variant's own parameters win, e.g. 03's ``optimizer``).
+    A name no planned notebook declares is an error listing the ones that exist."""
+    values = dict(values or {})
+    reserved = {"preset", "overrides"} & set(values)
+    if reserved:
+        raise StudyError(f"--param {sorted(reserved)[0]}: use --params / --set for the preset "
+                         "and its overrides")
+    declared = {job.name: set(declared_parameters(job.notebook)) for job in jobs}
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise StudyError(
+            f"--param {unknown[0]}: no notebook in this study declares it; notebook parameters: "
+            + ", ".join(sorted(known - {"preset", "overrides"})))
+    return {job.name: {k: v for k, v in values.items() if k in declared[job.name]}
+            for job in jobs}
 
 
 def choose_kernel(requested: str = DEFAULT_KERNEL, log: Callable[[str], None] = print) -> str:
@@ -469,13 +502,15 @@ def run_study(
     progress_bar: bool = True,
     log: Callable[[str], None] = print,
     echo: bool = True,
+    notebook_params: dict[str, Any] | None = None,
 ) -> StudyResult:
     """Execute the study's notebooks for ``preset`` (a name in params/ or a .yaml path).
 
     Stops at the first failing notebook; the index is written either way (also when
     interrupted: the :class:`KeyboardInterrupt` is re-raised after it is written). ``echo``
-    forwards the engine's epoch lines to ``log``. Returns a :class:`StudyResult` (``.ok``,
-    ``.error``, ``.results``, ``.index``, ``.seconds``).
+    forwards the engine's epoch lines to ``log``. ``notebook_params`` (``--param``) go to the
+    notebooks that declare them (:func:`notebook_parameters`). Returns a :class:`StudyResult`
+    (``.ok``, ``.error``, ``.results``, ``.index``, ``.seconds``).
     """
     import papermill as pm
 
@@ -486,6 +521,7 @@ def run_study(
     out_dir = Path(outputs_dir) if outputs_dir is not None else resolve("outputs") / name
     fig_dir = Path(figures_dir) if figures_dir is not None else default_figs
     jobs = plan(nb_dir, only)
+    per_job = notebook_parameters(jobs, notebook_params)
     reference = _reference(fig_dir)  # read before the notebooks overwrite it
     kernel_name = choose_kernel(kernel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -503,10 +539,11 @@ def run_study(
             _remove(output.with_suffix(".html"))  # never next to a notebook being rewritten
             write_index(out_dir, results, fig_dir, name, pending=pending, running=job,
                         since=since)
-            params: dict[str, Any] = {"preset": value, **job.parameters}
+            params: dict[str, Any] = {"preset": value, **per_job[job.name], **job.parameters}
             if overrides:
                 params["overrides"] = dict(overrides)
-            extra = " ".join(f"{k}={v}" for k, v in job.parameters.items())
+            extra = " ".join(f"{k}={v}" for k, v in {**per_job[job.name],
+                                                       **job.parameters}.items())
             log(f"[{i}/{len(jobs)}] {job.notebook.name} {extra}".rstrip() + " ...")
             t = time.perf_counter()
             before = _figure_state(fig_dir)
@@ -703,6 +740,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="override a parameter in every notebook: dotted key, YAML value (repeatable), "
         "e.g. train.epochs=2 (the same syntax as pspnet_core.train)",
     )
+    parser.add_argument(
+        "--param",
+        dest="param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a notebook parameter (YAML value), passed to the notebooks whose parameters cell "
+        "declares it, e.g. run_name=sgd_none or seed=1 (repeatable)",
+    )
     parser.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     parser.add_argument(
@@ -714,6 +760,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         overrides = parse_overrides(args.set)
+        nb_params = parse_overrides(args.param)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -728,6 +775,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             only=args.only,
             kernel=args.kernel,
             overrides=overrides or None,
+            notebook_params=nb_params or None,
             export_html=not args.no_html,
             progress_bar=not args.no_progress,
             log=_terminal_log,

@@ -349,3 +349,18 @@ def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
     assert [o["output_type"] for o in clean.cells[1].outputs] == ["stream"]
     assert "widgets" not in clean.metadata
     assert clean.metadata["papermill"] == {"input_path": "03.ipynb", "output_path": "03.ipynb"}
+
+
+def test_notebook_parameters_go_only_where_declared():
+    from pspnet_core import study
+
+    jobs = study.plan(only="03,04,05")
+    assert {"run_name", "seed"} <= set(study.declared_parameters(jobs[-1].notebook))
+    per_job = study.notebook_parameters(jobs, {"run_name": "sgd_none", "optimizer": "adam"})
+    assert per_job["04_error_galleries"] == {"run_name": "sgd_none"}
+    # 03 declares optimizer, but its variants set their own (they win in run_study)
+    assert per_job["03_learning_curves-sgd"] == {"optimizer": "adam"}
+    with pytest.raises(study.StudyError, match="--param lr: no notebook .* declares it.*run_name"):
+        study.notebook_parameters(jobs, {"lr": 1})
+    with pytest.raises(study.StudyError, match="--param preset"):
+        study.notebook_parameters(jobs, {"preset": "paper"})
