@@ -37,6 +37,7 @@ from pspnet_core.data.loading import (
     Pair,
     PairedDataset,
     check_labels,
+    check_pair,
     open_rgb,
     pairs_by_stem,
     read_mask,
@@ -89,12 +90,7 @@ class FolderDataset(PairedDataset):
         pair = self.pairs[index]
         image, (w, h) = open_rgb(pair.image, self.decode_size)
         mask = read_mask(pair.mask)  # class indices: palette, grayscale or equal-channel RGB
-        mh, mw = mask.shape
-        if (mw, mh) != (w, h):
-            raise DataError(
-                f"image/mask size mismatch: image {pair.image} is {w}x{h} (WxH) but mask "
-                f"{pair.mask} is {mw}x{mh}"
-            )
+        check_pair(np.empty((h, w), np.uint8), mask, pair.image, pair.mask)  # stored sizes
         check_labels(mask, self.num_classes, pair.mask, self.ignore_index)
         if self.ignore_index != IGNORE_INDEX:
             mask = np.where(mask == self.ignore_index, IGNORE_INDEX, mask).astype(np.uint8)

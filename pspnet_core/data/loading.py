@@ -6,6 +6,13 @@ the DataLoader's per-iterator ``base_seed``, drawn from the loader's seeded ``to
 each time an epoch starts; worker processes recover it in :func:`seed_worker`. Hence: same seed
 -> same batches across runs, new draws every epoch, and the same batches for any
 ``num_workers``.
+
+Images as users have them: pixels are read as stored, everywhere (training, evaluation,
+galleries), exactly as masks are; an EXIF orientation tag is not applied, and a size mismatch of
+an image that carries one says so (:func:`check_pair`). 16-bit grayscale photos are scaled to
+8 bits (``value / 257``), never clipped; 16-bit RGB(A) PNGs are reduced by Pillow itself;
+floating-point images are refused. An image larger than Pillow's decompression-bomb limit
+(``MAX_PIXELS``) is a :class:`DataError` naming the file, raised before anything is decoded.
 """
 
 from __future__ import annotations
@@ -34,6 +41,44 @@ class DatasetNotFoundError(FileNotFoundError):
 
 # ---------------------------------------------------------------- reading files
 
+# Pillow refuses images above twice its MAX_IMAGE_PIXELS (about 179 million pixels) before
+# decoding them: a few hundred bytes of PNG can claim gigabytes of pixels
+MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
+EXIF_ORIENTATION = 0x0112
+_TRANSPOSING = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _too_large(path: str | Path, err: Exception) -> DataError:
+    return DataError(
+        f"image {path} is too large to decode safely ({err.__class__.__name__}: more than "
+        f"{MAX_PIXELS:,} pixels, a decompression bomb or a huge scan); downscale it or remove "
+        "it from the dataset"
+    )
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag of an image file (1, i.e. none, when absent or unreadable)."""
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - only used to explain another error
+        return 1
+
+
+def _to_rgb(im: Image.Image, path: str | Path) -> np.ndarray:
+    """RGB uint8 of a loaded image; 16-bit grayscale is scaled (not clipped) to 8 bits."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(im)
+        if im.mode == "I" and (arr.min(initial=0) < 0 or arr.max(initial=0) > 65535):
+            raise DataError(f"image {path}: 32-bit integer pixels ({arr.min()}..{arr.max()}) "
+                            "are not a photo; save it as an 8- or 16-bit PNG or a JPEG")
+        gray = (arr.astype(np.uint32) * 255 + 32767) // 65535  # 0..65535 -> 0..255, rounded
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise DataError(f"image {path}: floating-point pixels (mode F) are not a photo; save it "
+                        "as an 8- or 16-bit PNG or a JPEG")
+    return np.asarray(im.convert("RGB"))
+
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); a missing or corrupt file is a :class:`DataError` naming it."""
@@ -55,9 +100,13 @@ def open_rgb(
             if decode_size and im.format == "JPEG":
                 im.draft("RGB", (int(decode_size), int(decode_size)))
             im.load()
-            return np.asarray(im.convert("RGB")), size
+            return _to_rgb(im, path), size
     except FileNotFoundError:
         raise DataError(f"image file {path} does not exist") from None
+    except DataError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read image {path} (corrupt or not an image): {err}") from None
 
@@ -98,6 +147,8 @@ def read_mask(path: str | Path, colormap: np.ndarray | None = None) -> np.ndarra
         raise DataError(f"mask file {path} does not exist") from None
     except DataError:
         raise
+    except Image.DecompressionBombError as err:
+        raise _too_large(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"cannot read mask {path} (corrupt or not an image): {err}") from None
     if colormap is None:  # e.g. a leaf mask saved as RGB: a gray image is read as grayscale
@@ -167,12 +218,24 @@ def pairs_by_stem(
 
 
 def check_pair(image: np.ndarray, mask: np.ndarray, image_path: Any, mask_path: Any) -> None:
+    """Image and mask of one size (as stored); a mismatch names both, and says so when the
+    image carries an EXIF orientation (pixels are read as stored, the tag is not applied)."""
     ih, iw = image.shape[:2]
     mh, mw = mask.shape[:2]
     if (ih, iw) != (mh, mw):
+        note = ""
+        orientation = exif_orientation(image_path) if image_path is not None else 1
+        if orientation != 1:
+            shown = f"{ih}x{iw}" if orientation in _TRANSPOSING else f"{iw}x{ih}"
+            note = (
+                f". The image carries EXIF orientation {orientation} (viewers show it rotated"
+                f"{', as ' + shown if orientation in _TRANSPOSING else ''}); images are read as "
+                "stored, ignoring EXIF, like their masks: if the mask was drawn on the rotated "
+                "view, save the image rotated without the tag (PIL.ImageOps.exif_transpose)"
+            )
         raise DataError(
             f"image/mask size mismatch: image {image_path} is {iw}x{ih} (WxH) but mask "
-            f"{mask_path} is {mw}x{mh}"
+            f"{mask_path} is {mw}x{mh}{note}"
         )
 
 

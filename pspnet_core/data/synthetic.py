@@ -20,6 +20,10 @@ symlink switched atomically to it. A killed generation never leaves a tree that 
 and a tree is never changed once written: a reader that listed its files (the readers resolve
 the link) keeps reading the same files while another process regenerates with other parameters.
 Generations of other parameters stay as hidden siblings; delete them when nothing runs.
+
+Only paths the generator made are ever replaced: a file, a non-empty folder without the marker,
+or a symbolic link to anything but a generated sibling at the requested path is the user's, and
+is a :class:`DataError` (never overwritten).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import colorsys
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -315,7 +320,8 @@ def _read_marker(target: Path) -> dict | None:
 
 def _clean_stale(parent: Path, name: str, max_age_s: float = 3600) -> None:
     """Remove temp trees (and temp links) of generations killed long ago."""
-    for p in parent.glob(f".{name}.*-*"):
+    stale = [*parent.glob(f".{name}.tmp-*"), *parent.glob(f".{name}.link-*")]
+    for p in stale:
         try:
             if time.time() - p.lstat().st_mtime > max_age_s:
                 if p.is_symlink():
@@ -352,16 +358,36 @@ def _generate(final: Path, params: dict, writer: Callable[[Path], None]) -> None
         raise
 
 
+def _ours(target: Path) -> bool:
+    """Whether the generator may replace ``target``: absent, a link to a generated sibling
+    (``.<name>.<12 hex>``), an empty folder, or a folder holding a generated tree."""
+    if not os.path.lexists(target):
+        return True
+    if os.path.islink(target):
+        link = os.readlink(target)
+        return re.fullmatch(re.escape(f".{target.name}.") + r"[0-9a-f]{12}", link) is not None
+    if target.is_dir():
+        return _read_marker(target) is not None or not any(target.iterdir())
+    return False
+
+
 def _ensure(target: Path, params: dict, writer: Callable[[Path], None]) -> Path:
     target = Path(target)
+    if not _ours(target):
+        if os.path.islink(target):
+            what = f"a symbolic link to {os.readlink(target)} that the generator did not make"
+        elif target.is_dir():
+            what = f"a folder that is not a generated dataset (no {MARKER})"
+        else:
+            what = "a file, not a generated dataset"
+        raise DataError(
+            f"{target} exists and is {what}; refusing to overwrite or replace it: move it "
+            "away, or point data.voc_root / data.leaf_root elsewhere (or set the source to "
+            "folder / voc2012 to read your own data)"
+        )
     if _read_marker(target) == params:
         return target
     real_dir = target.is_dir() and not target.is_symlink()
-    if real_dir and _read_marker(target) is None and any(target.iterdir()):
-        raise DataError(
-            f"{target} exists and is not a generated dataset (no {MARKER}); refusing to "
-            "overwrite it: move it away or point data.voc_root / data.leaf_root elsewhere"
-        )
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target.parent, target.name)
     final = _keyed(target, params)
