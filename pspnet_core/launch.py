@@ -30,8 +30,6 @@ Job logs and submitit's pickles go to ``<runs_dir>/.submitit/`` (``--log-dir`` t
 from __future__ import annotations
 
 import dataclasses
-import errno
-import fcntl
 import getpass
 import json
 import os
@@ -148,23 +146,9 @@ class Pair:
 
 def lock_holder(r: runs.Run) -> str | None:
     """The pid recorded in the run's lock if a process holds the lock now, else None (a
-    shared, non-blocking probe of ``<run>/.lock``; creates nothing)."""
-    path = r.dir / runs.LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EAGAIN, errno.EACCES):
-                return path.read_text().strip() or "unknown"
-            raise
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    shared, non-blocking probe of the run folder's ``flock``, ``runs.lock_holder``; creates
+    nothing)."""
+    return runs.lock_holder(r)
 
 
 def slurm_active(job_ids: Sequence[str]) -> set[str]:

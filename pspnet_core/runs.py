@@ -771,6 +771,26 @@ def _lock_holder(path: Path) -> str:
         return "unknown"
 
 
+def lock_holder(r: Run) -> str | None:
+    """The pid recorded in ``.lock`` if a process holds the run's lock now, else None (a
+    shared, non-blocking probe of the run folder; creates nothing, follows no link)."""
+    try:
+        fd = os.open(r.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:  # absent, a file, or a symbolic link (never ours)
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EAGAIN, errno.EACCES):
+                return _lock_holder(r.dir / LOCK_FILE)
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _cleanup_failed_start(r: Run) -> None:
     """Training failed before the first checkpoint (bad data, no weights, a full disk): remove
     what the store wrote, so no empty run folder lists as a run. Anything else is kept."""

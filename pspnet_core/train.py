@@ -23,6 +23,10 @@ interrupted one resumes.
 and prints the job ids and the grid; ``--wait`` blocks until they end. ``--launcher local`` runs
 the same jobs on this machine, ``--max-parallel`` at a time, and waits. ``--gpus-per-job N > 1``
 trains each run with DDP over N GPUs of one node. See ``pspnet_core/launch.py``.
+
+Errors (``pspnet_core/errors.py``): one line ``error: ...`` naming the file, key or value and
+what to do; exit 2 for bad input (arguments, preset), 1 for a failed run (damaged or busy run
+folder, bad data, full or read-only disk), 130 for Ctrl-C. ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import os
 import sys
 from pathlib import Path
 
-from pspnet_core import engine, launch, runs
+from pspnet_core import engine, errors, launch, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
@@ -84,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="list the preset's run x seed grid and the status of each")
     p.add_argument("--device", default=None, help="override the preset's device (auto/cpu/cuda)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an error (default: one line)")
     g = p.add_argument_group(
         "scale-out (submitit)",
         "one job per (run, seed) not done yet; each trains through the run store, so a job "
@@ -119,8 +125,15 @@ JOB_FLAGS = ("wait", "partition", "gpus_per_job", "procs_per_job", "cpus_per_job
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line inside the error boundary (``errors.run_main``): every expected error
+    is one line with exit code 2 (bad input), 1 (a failed run) or 130 (Ctrl-C)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.run = [*args.run, *args.names]
+    return errors.run_main(lambda: _main(args), argv if not args.debug else [*argv, "--debug"])
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(args.set)
         if args.device:
@@ -138,11 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --seed {bad[0]} is not one of the preset's seeds {list(cfg.seeds)}; "
               "add it with --set 'seeds=[...]'", file=sys.stderr)
         return 2
-    if args.list:
+    if args.list:  # every run, a damaged one marked as such: one bad folder never hides the grid
         table = runs.list_runs(cfg)
         for row in table[table["seed"].isin(seeds)].itertuples():
-            r = runs.open_run(resolve_run(cfg, row.run, row.seed))
-            print(f"{row.run:<18} s{row.seed:<4} {r.describe():<26} {row.dir}")
+            state = errors.shorten(row.describe, 300)
+            print(f"{row.run:<18} s{row.seed:<4} {state:<26} {row.dir}")
         if not args.run:
             return 0
     if not args.run:
@@ -175,18 +188,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rank0 = int(os.environ.get("RANK", "0")) == 0
     for seed, name in ((s, n) for s in seeds for n in names):  # the folder name shows the seed
-        r = runs.open_run(resolve_run(cfg, name, seed))
-        if r.done:
-            if rank0:
-                print(f"{name}: done, {r.dir}")
-            continue
         try:
+            r = runs.open_run(resolve_run(cfg, name, seed))
+            status = r.status
+            if status in runs.DONE_STATES:
+                if rank0:
+                    print(f"{name}: {status}, {r.dir}")
+                continue
             engine.fit(r.run_cfg)
-        except USER_ERRORS as err:  # a message that names the file/key and the remedy
-            print(f"error: {name} (seed {seed}): {err}", file=sys.stderr)
-            return 1
+        except Exception as err:  # noqa: BLE001 - the run failed: one line naming it, exit 1
+            code = errors.report(err, debug=args.debug, prefix=f"{name} (seed {seed}): ")
+            return errors.EXIT_FAILED if code == errors.EXIT_BAD_INPUT else code
         if rank0:
-            state = "done" if r.done else r.describe()
+            status = r.status
+            state = status if status in runs.DONE_STATES else r.describe()
             print(f"{name}: {state}, {r.dir}")
     return 0
 
