@@ -18,6 +18,9 @@ figs. 6-9 and 11-13).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
+import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,15 +136,53 @@ def _losses_file(run: Run, split: Split, n: int, seed: int):
     return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}-miou.csv"
 
 
+LOSSES_HEADER = "# pspnet_core per-image losses"
+
+
+def _losses_text(run: Run, frame: pd.DataFrame) -> str:
+    """The cache file: a header carrying the run hash and the sha256 of the table below it."""
+    body = frame.to_csv(index=False)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return f"{LOSSES_HEADER}; run {run.hash}; sha256 {digest}\n{body}"
+
+
+def _read_losses_cache(run: Run, path: Path) -> pd.DataFrame | None:
+    """The cached frame if the file is a regular file written for this run (its hash) and not
+    changed since (its sha256), with every column and finite, non-negative losses; None when it
+    must be recomputed (missing, unreadable, another run's, edited, garbage)."""
+    try:
+        if not path.is_file() or path.stat().st_size > 64 * 2**20:
+            return None
+        text = path.read_bytes().decode("utf-8")
+        header, _, body = text.partition("\n")
+        want = f"{LOSSES_HEADER}; run {run.hash}; sha256 "
+        if not header.startswith(want):
+            return None
+        if hashlib.sha256(body.encode()).hexdigest() != header[len(want):].strip():
+            return None
+        cached = pd.read_csv(io.StringIO(body), dtype={"id": str})
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError):
+        return None
+    if not set(RANKED_COLUMNS) <= set(cached.columns) or cached.empty:
+        return None
+    loss = pd.to_numeric(cached["loss"], errors="coerce")
+    if not (np.isfinite(loss) & (loss >= 0)).all():
+        return None
+    return cached
+
+
 def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
     """``DataFrame[index, id, loss, miou, pixel_acc, complexity, split]`` of ``n`` seeded random
     images (:func:`per_image_losses`), sorted by loss (lowest first). Cached as
-    ``per_image_losses-<split>-n<n>-seed<seed>-miou.csv`` in the run folder; the cache is only
-    trusted for a finished run and when it has every column."""
+    ``per_image_losses-<split>-n<n>-seed<seed>-miou.csv`` in the run folder, with a header line
+    holding the run hash and the sha256 of the table; the cache is only trusted for a finished
+    run, and recomputed (and rewritten) when it is unreadable, another run's, edited or lacks a
+    column."""
     path = _losses_file(run, split, n, seed)
-    if run.done and path.is_file():
-        cached = pd.read_csv(path, dtype={"id": str})
-        if set(RANKED_COLUMNS) <= set(cached.columns):
+    done = run.done
+    if done:
+        cached = _read_losses_cache(run, path)
+        if cached is not None:
             return cached
     frame = per_image_losses(run, split, n=n, seed=seed, with_metrics=True)
     ds = data.build_eval_dataset(run.run_cfg, split)
@@ -151,8 +192,8 @@ def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
     ]
     frame["split"] = split
     frame = frame.sort_values("loss", kind="stable").reset_index(drop=True)
-    if run.done:
-        atomic_write_text(path, frame.to_csv(index=False))
+    if done and not (os.path.lexists(path) and not path.is_file()):  # never over a FIFO/folder
+        atomic_write_text(path, _losses_text(run, frame))
     return frame
 
 
