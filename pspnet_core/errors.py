@@ -80,6 +80,8 @@ def exit_code(err: BaseException) -> int | None:
     if isinstance(err, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     names = _names(err)
+    if "NotebookError" in names and isinstance(getattr(err, "code", None), int):
+        return err.code
     if names & BAD_INPUT:
         return EXIT_BAD_INPUT
     if names & FAILED_RUN:

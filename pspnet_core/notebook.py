@@ -8,6 +8,11 @@ Every notebook starts with::
 ``preset`` and ``overrides`` come from the notebook's ``parameters`` cell (papermill injects the
 study's values there). The figure folder is ``<figures_dir>/<preset name>``; ``figures_dir`` may
 be relative (to the project root, docs/architecture.md) or absolute.
+
+``setup`` is the notebooks' error boundary (``pspnet_core/errors.py``): a bad preset, override
+or notebook parameter (``optimizer``, ``seed``, ``run_name``, ``n_show``, ``leaf_index``, passed
+as keywords and validated like preset keys) stops the cell with one line, ``error: ...``, instead
+of a traceback (:class:`NotebookError`, which Jupyter and papermill render as that line).
 """
 
 from __future__ import annotations
@@ -16,8 +21,59 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import paths
-from pspnet_core.config import StudyConfig, load_params
+from pspnet_core import errors, paths
+from pspnet_core.config import StudyConfig, load_params, show
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+class NotebookError(Exception):
+    """An expected error stopped a notebook cell: shown as one line (``error: <message>``), not
+    a traceback; ``code`` is the command-line exit code it stands for (2, 1 or 130)."""
+
+    def __init__(self, message: str, code: int = errors.EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.code = code
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: what the cell shows
+        return [f"error: {self}"]
+
+
+def _bad(key: str, value: Any, why: str) -> NotebookError:
+    return NotebookError(f"notebook parameter {key}: {show(value)} {why}")
+
+
+def check_parameters(cfg: StudyConfig, **parameters: Any) -> None:
+    """Validate a notebook's papermill parameters against the preset (names as in the
+    notebooks' ``parameters`` cells); :class:`NotebookError` naming the first bad one."""
+    for key, value in parameters.items():
+        if key == "optimizer":
+            if value not in OPTIMIZERS:
+                raise _bad(key, value, f"is not allowed; use one of {', '.join(OPTIMIZERS)}")
+        elif key == "run_name":
+            if not isinstance(value, str) or value not in cfg.runs:
+                raise _bad(key, value, f"is not a run of preset {cfg.name!r}; runs: "
+                           f"{', '.join(cfg.runs)}")
+        elif key == "seed":
+            if value is not None and (isinstance(value, bool) or value not in cfg.seeds):
+                raise _bad(key, value, f"is not one of preset {cfg.name!r}'s seeds "
+                           f"{list(cfg.seeds)} (None: the notebook's default)")
+        elif key in ("n_show", "leaf_index"):
+            low = 1 if key == "n_show" else 0
+            if value is None and key == "leaf_index":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise _bad(key, value, f"must be an integer >= {low}")
+        else:
+            raise NotebookError(f"unknown notebook parameter {key!r}; known: optimizer, "
+                                "run_name, seed, n_show, leaf_index")
+
+
+def check_index(key: str, value: int | None, n: int) -> None:
+    """``value`` must index a sequence of ``n`` items (None: the notebook's choice)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or not 0 <= value < n):
+        raise _bad(key, value, f"is out of range: there are {n} (0..{n - 1})")
 
 
 def figure_dir(cfg: StudyConfig) -> Path:
@@ -39,10 +95,28 @@ def setup(
     preset: str | os.PathLike = "smoke",
     overrides: dict[str, Any] | None = None,
     announce: bool = True,
+    **parameters: Any,
 ) -> tuple[StudyConfig, Path]:
     """(validated config, figure folder) of ``preset`` with ``overrides`` applied; prints one
-    line naming the preset and the figure folder unless ``announce`` is false."""
-    cfg = load_params(preset, overrides or None)
+    line naming the preset and the figure folder unless ``announce`` is false. ``parameters``
+    are the notebook's own (:func:`check_parameters`). Every expected error is a
+    :class:`NotebookError` (one line in the notebook)."""
+    if not isinstance(preset, (str, os.PathLike)):
+        raise _bad("preset", preset, "must be a preset name or a path to a .yaml file")
+    if overrides is not None and (not isinstance(overrides, dict) or not all(
+            isinstance(k, str) for k in overrides)):
+        raise _bad("overrides", overrides, "must be a mapping of dotted keys to values, e.g. "
+                   "{'train.epochs': 2}")
+    try:
+        cfg = load_params(preset, overrides or None)
+        check_parameters(cfg, **parameters)
+    except NotebookError:
+        raise
+    except Exception as err:  # noqa: BLE001 - the notebooks' error boundary
+        code = errors.exit_code(err)
+        if code is None:
+            raise  # a bug: its traceback is wanted
+        raise NotebookError(errors.one_line(err), code) from None
     fig_dir = figure_dir(cfg)
     if announce:
         print(f"preset {cfg.name!r}: figures go to {display_path(fig_dir)}")
