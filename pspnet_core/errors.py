@@ -82,10 +82,10 @@ def exit_code(err: BaseException) -> int | None:
     names = _names(err)
     if "NotebookError" in names and isinstance(getattr(err, "code", None), int):
         return err.code
+    if names & FAILED_RUN:  # first: StudyBusyError is a StudyError too
+        return EXIT_FAILED
     if names & BAD_INPUT:
         return EXIT_BAD_INPUT
-    if names & FAILED_RUN:
-        return EXIT_FAILED
     if isinstance(err, OSError):
         return EXIT_FAILED
     if isinstance(err, UnicodeDecodeError):

@@ -55,6 +55,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import errno
+import fcntl
 import html
 import json
 import os
@@ -69,7 +71,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import provenance
+from pspnet_core import errors, provenance
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
@@ -86,6 +88,10 @@ VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 class StudyError(RuntimeError):
     """The study could not start (bad preset, no notebooks, no kernel)."""
+
+
+class StudyBusyError(StudyError):
+    """Another study of the same preset holds the outputs folder's lock (it is running)."""
 
 
 @dataclass(frozen=True)
@@ -340,6 +346,82 @@ def _written(before: dict[str, int], after: dict[str, int]) -> list[str]:
                   for k, v in after.items() if before.get(k) != v)
 
 
+# ---------------------------------------------------------------- one study per outputs folder
+
+STUDY_PID_FILE = ".study.pid"
+_STATE = re.compile(r'<meta name="pspnet-study" content="pid=(\d+); state=(\w+)">')
+
+
+def _study_lock(out_dir: Path) -> int:
+    """An ``flock`` on the outputs folder itself (not a file one could delete), held by the
+    running study; :class:`StudyBusyError` naming the holder's pid when another has it. The
+    refused study writes nothing: the running one's index stays as it is."""
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        os.close(fd)
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            try:
+                pid = (out_dir / STUDY_PID_FILE).read_text().strip()[:20] or "unknown"
+            except OSError:
+                pid = "unknown"
+            raise StudyBusyError(
+                f"another study (pid {pid}) is writing {out_dir}; wait for it to finish or "
+                "stop it: its index.html is left as it is"
+            ) from None
+        raise
+    atomic_write_text(out_dir / STUDY_PID_FILE, f"{os.getpid()}\n")
+    return fd
+
+
+def _study_running(out_dir: Path) -> bool:
+    """Whether a study holds ``out_dir``'s lock now (a shared, non-blocking probe)."""
+    try:
+        fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def index_state(outputs_dir: str | Path) -> str:
+    """``"absent"``, ``"running"``, ``"finished"`` or ``"interrupted"``: the study state the
+    index records, checked. An index that says a study is running while no process holds the
+    outputs folder's lock (the study was killed, e.g. SIGKILL or a power cut) is rewritten on this
+    read: its running and pending rows become ``interrupted`` / ``not run``."""
+    out = Path(outputs_dir)
+    target = out / "index.html"
+    try:
+        page = target.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "absent"
+    found = _STATE.search(page)
+    if found is None:
+        return "finished"
+    pid, state = found.groups()
+    if state != "running" or _study_running(out):
+        return state
+    page = page.replace(found.group(0), f'<meta name="pspnet-study" content="pid={pid}; '
+                                         'state=interrupted">')
+    page = page.replace('<tr class="running">', '<tr class="interrupted">').replace(
+        "<td>running</td>", "<td>interrupted</td>")
+    page = page.replace('<tr class="pending">', '<tr class="not-run">').replace(
+        "<td>pending</td>", "<td>not run</td>")
+    page = page.replace(
+        "<strong>study in progress</strong> (this page is rewritten as it goes)",
+        f"<strong>study interrupted</strong> (its process, pid {pid}, ended without finishing "
+        "this page)")
+    atomic_write_text(target, page)
+    return "interrupted"
+
+
 def write_index(
     outputs_dir: str | Path,
     results: Sequence[JobResult],
@@ -403,8 +485,10 @@ def write_index(
         total = f"; study {state} in {seconds:.0f} s"
     else:
         total = "; <strong>study in progress</strong> (this page is rewritten as it goes)"
+    study_state = "finished" if finished else "running"  # index_state checks the pid's lock
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="pspnet-study" content="pid={os.getpid()}; state={study_state}">
 <title>PSPNet study: {html.escape(preset)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; }}
@@ -529,6 +613,7 @@ def run_study(
     results: list[JobResult] = []
     pending = list(jobs)
     index: Path | None = None
+    lock = _study_lock(out_dir)  # before any write: a refused second study changes nothing
     ipc_dir = Path(tempfile.mkdtemp(prefix="pspnet-kernel-"))
     job: Job | None = None
     try:
@@ -601,6 +686,7 @@ def run_study(
             f"study {'finished' if ok else 'FAILED'}: {len(results)}/{len(jobs)} notebook "
             f"run(s), total wall time {total:.1f} s"
         )
+        os.close(lock)  # releases the outputs folder
     return StudyResult(name, results, index, total)
 
 
@@ -757,13 +843,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="after a successful study, store the executed notebooks over notebooks/*.ipynb "
         "(what nbval compares against; `make notebooks` does this for the smoke preset)",
     )
+    parser.add_argument("--status", action="store_true",
+                        help="print the state outputs/<preset>/index.html records (running, "
+                        "finished, interrupted: a killed study's index is marked so) and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (default: one line)")
     args = parser.parse_args(argv)
+    return errors.run_main(lambda: _main(args), ["--debug"] if args.debug else [])
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         overrides = parse_overrides(args.set)
         nb_params = parse_overrides(args.param)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.status:
+        name = _preset(args.params, overrides or None)[0]
+        out_dir = resolve("outputs") / name
+        print(f"{out_dir / 'index.html'}: {index_state(out_dir)}")
+        return 0
     previous = signal.getsignal(signal.SIGTERM)
     try:
         signal.signal(signal.SIGTERM, _sigterm)  # a kill also ends with a truthful index
@@ -780,6 +880,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress_bar=not args.no_progress,
             log=_terminal_log,
         )
+    except StudyBusyError as err:  # refused: the running study's outputs are left alone
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
