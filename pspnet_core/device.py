@@ -16,6 +16,10 @@ import torch
 from torch import Tensor
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The preset or ``--device`` asks for a device this machine does not have."""
+
+
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` -> cuda if available else cpu; under torchrun cuda means ``cuda:LOCAL_RANK``."""
     name = str(name)
@@ -23,7 +27,9 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+            raise DeviceUnavailableError(
+                "device 'cuda' requested but torch.cuda.is_available() is False (no CUDA GPU "
+                "or driver here); use --device cpu, --device auto or --set device=cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
 

@@ -151,7 +151,7 @@ def regular_file(path: Path, run_dir: Path) -> bool:
     would block a reader forever, a device, a folder) is a :class:`RunFileError`."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent (or a parent is a file)
         return False
     except OSError as err:
         raise RunFileError(f"{path} cannot be read ({err.strerror}); {_retrain(run_dir)}") from None
@@ -514,11 +514,20 @@ class Run:
         """Make the folder agree with its checkpoint: rewrite a ``history.csv`` that differs from
         the checkpoint's history (missing, short, long, damaged), and finalize (write ``DONE``
         with its record) a run whose checkpoint holds the last epoch. Writes only when the run's
-        lock is free (a trainer holding it writes both itself); returns ``self``."""
+        lock is free (a trainer holding it writes both itself); returns ``self``, or raises
+        :class:`RunFileError` (what is wrong, what to do) for a folder its files do not prove:
+        it is neither trained over nor served."""
+        self._repair()
+        status, problem = self.inspect()
+        if status == "damaged":
+            raise RunFileError(problem)
+        return self
+
+    def _repair(self) -> None:
         check_run_dir(self.dir)
         meta = self._checkpoint_meta()
         if meta is None:
-            return self
+            return
         epoch, history = meta
         want = history_csv_text(history)
         try:
@@ -530,21 +539,21 @@ class Run:
         finish = final and (record is None or record.get("history_sha256") != _sha256(
             want.encode()) or record.get("run_hash") != self.hash)
         if have == want.encode() and not finish:
-            return self
+            return
         try:
             with run_lock(self):
                 if self._checkpoint_meta() != meta:  # a trainer saved in between: next time
-                    return self
+                    return
                 if have != want.encode():
                     if os.path.lexists(self.history_path) and not os.path.isfile(
                             self.history_path):
-                        return self  # a FIFO or folder in its place: reported, never replaced
+                        return  # a FIFO or folder in its place: reported, never replaced
                     _atomic_text(self.history_path, want)
                 if finish:
                     mark_done(self, history)
         except (RunBusyError, OSError):
             pass  # being trained now, or a read-only/full disk: the checkpoint still rules
-        return self
+        return
 
     @property
     def env(self) -> dict[str, Any]:

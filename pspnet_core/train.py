@@ -38,6 +38,7 @@ from pathlib import Path
 
 from pspnet_core import engine, errors, launch, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
+from pspnet_core.device import resolve_device
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -186,6 +187,7 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: {flag} is a job option: add --launcher local or --launcher slurm",
               file=sys.stderr)
         return 2
+    resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
     rank0 = int(os.environ.get("RANK", "0")) == 0
     for seed, name in ((s, n) for s in seeds for n in names):  # the folder name shows the seed
         try:
