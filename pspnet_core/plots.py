@@ -29,8 +29,10 @@ API (figure numbers as in docs/method.md#figures)::
         # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)} or
         # {label: [DataFrame per seed]}: mean line, band across seeds, thin single seeds
     loss_gallery(images, labels, predictions, losses, ids, colormap=None, title="",
-                 ncols=4) -> Figure
-        # figs 06-09: tiles of input | label | prediction, caption "id  loss"
+                 ncols=4, class_names=None) -> Figure
+        # figs 06-09: tiles of input | label | prediction, caption "id  loss"; with
+        # class_names a legend of the classes shown (names and colours)
+    class_legend_handles(ids, names, colormap=None, ignore=False) -> [Patch]
         # predictions: int label maps (N,H,W) or logits (N,K,H,W) (argmax taken)
     leaf_panels(image, mask, probability, threshold=0.5) -> (fig11, fig12, fig13)
     leaf_image_figure(image) / leaf_mask_figure(image, mask) /
@@ -54,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from scipy import stats
 
 from pspnet_core.atomic import atomic_path
@@ -141,6 +143,20 @@ def _blank(ax: Any) -> None:
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
+
+
+def class_legend_handles(ids: Sequence[int], names: Sequence[str], colormap: Any = None,
+                         ignore: bool = False) -> list[Patch]:
+    """Legend patches "<id> <name>" in the palette's colours for class ids ``ids`` (plus the
+    ignore colour, palette entry 255, when ``ignore``)."""
+    cmap = voc_colormap() if colormap is None else _np(colormap).astype(np.uint8)
+    handles = [Patch(facecolor=cmap[int(i)] / 255.0, edgecolor="0.3", linewidth=0.5,
+                     label=f"{int(i)} {names[int(i)]}" if int(i) < len(names) else str(int(i)))
+               for i in ids]
+    if ignore:
+        handles.append(Patch(facecolor=cmap[255] / 255.0, edgecolor="0.3", linewidth=0.5,
+                             label="ignore"))
+    return handles
 
 
 def color_for(label: str) -> str:
@@ -427,6 +443,8 @@ def learning_curves(
     metric: str = "heldout_miou",
     log_loss: bool = True,
     band: str = "minmax",
+    splits: Sequence[str] = ("train", "heldout"),
+    seed_lines: bool = True,
 ) -> Figure:
     """Left: train (solid) and held-out (dashed) loss per epoch; right: held-out ``metric``.
 
@@ -439,7 +457,9 @@ def learning_curves(
     red, unet grey); train solid, held-out dashed as in the paper's Figs. 5 and 10.
 
     ``log_loss`` draws the loss axis on a log scale: early held-out losses of a briefly trained
-    network can be orders of magnitude above the rest and would flatten the curves.
+    network can be orders of magnitude above the rest and would flatten the curves. ``splits``
+    chooses the loss curves drawn ("train", "heldout"); ``band="none"`` leaves the band out and
+    ``seed_lines=False`` the single seeds (the explorer's toggles).
     """
     fig = StudyFigure(figsize=(11.0, 4.2), layout="constrained")
     ax_loss, ax_metric = fig.subplots(1, 2)
@@ -451,29 +471,35 @@ def learning_curves(
             continue
         max_seeds = max(max_seeds, len(frames))
         n_txt = f" ({len(frames)} seeds)" if len(frames) > 1 else ""
-        panels = [(ax_loss, "train_loss", "-", "o", f"{label} train{n_txt}"),
-                  (ax_loss, "heldout_loss", "--", "s", f"{label} held-out{n_txt}")]
+        panels = [(ax_loss, f"{s}_loss", style, marker, f"{label} {name}{n_txt}")
+                  for s, style, marker, name in (("train", "-", "o", "train"),
+                                                 ("heldout", "--", "s", "held-out"))
+                  if s in splits]
         if all(metric in f for f in frames):
             panels.append((ax_metric, metric, "-", "o", f"{label}{n_txt}"))
         for ax, column, style, marker, name in panels:
-            ep, mean, lo, hi, _ = seed_spread(frames, column, band)
+            ep, mean, lo, hi, _ = seed_spread(frames, column,
+                                              "minmax" if band == "none" else band)
             if len(frames) > 1:
-                for f in frames:  # single seeds: thin, no legend entry
+                for f in frames if seed_lines else ():  # single seeds: thin, no legend entry
                     ax.plot(f["epoch"], f[column], color=c, linestyle=style, linewidth=0.6,
                             alpha=0.45, label="_nolegend_")
-                ax.fill_between(ep, lo, hi, color=c, alpha=0.15, linewidth=0,
-                                label="_nolegend_")
+                if band != "none":
+                    ax.fill_between(ep, lo, hi, color=c, alpha=0.15, linewidth=0,
+                                    label="_nolegend_")
             ax.plot(ep, mean, color=c, linestyle=style, marker=marker, markersize=3,
                     linewidth=1.8 if len(frames) > 1 else 1.5, label=name)
-    spread = (f"line = mean over seeds, band = {BANDS[band]}, thin lines = single seeds"
-              if max_seeds > 1 else "")
+    parts = ["line = mean over seeds"] + ([f"band = {BANDS[band]}"] if band in BANDS else []) + (
+        ["thin lines = single seeds"] if seed_lines else [])
+    spread = ", ".join(parts) if max_seeds > 1 else ""
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss (log scale)" if log_loss else "loss")
     if log_loss:
         ax_loss.set_yscale("log")
     ax_loss.set_title("loss: train solid, held-out dashed", fontsize=10)
     ax_loss.grid(alpha=0.3)
-    ax_loss.legend(fontsize=8, ncol=2)
+    if ax_loss.lines:
+        ax_loss.legend(fontsize=8, ncol=2)
     nice = {
         "heldout_miou": "held-out mIoU",
         "heldout_dice": "held-out Dice",
@@ -505,11 +531,13 @@ def loss_gallery(
     colormap: Any = None,
     title: str = "",
     ncols: int = 4,
+    class_names: Sequence[str] | None = None,
 ) -> Figure:
     """Tiles of input | label | prediction with the per-image loss in the caption (figs 06-09).
 
     Lays the N images (16 in the paper) out as ``ncols`` triplets per row. ``predictions``
-    are label maps (N,H,W) or logits (N,K,H,W).
+    are label maps (N,H,W) or logits (N,K,H,W). With ``class_names`` (one per class id) a
+    legend under the tiles names the classes shown, in the palette's colours.
     """
     imgs = _as_rgb_images(images)
     labs = _as_label_maps(labels)
@@ -522,11 +550,20 @@ def loss_gallery(
         )
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
+    handles = []
+    if class_names is not None:
+        shown = sorted(({int(v) for v in np.unique(labs)} | {int(v) for v in np.unique(preds)})
+                       - {255})
+        handles = class_legend_handles(shown, class_names, colormap,
+                                       ignore=bool((labs == 255).any()))
+    legend_ncol = min(len(handles), 2 * ncols) or 1
+    legend_h = 0.25 * -(-len(handles) // legend_ncol) + 0.1 if handles else 0.0
+    height = 1.35 * nrows + 0.7 + legend_h
     # three image columns per tile plus a narrow spacer between tiles
     ratios = []
     for c in range(ncols):
         ratios += [1, 1, 1] + ([0.12] if c < ncols - 1 else [])
-    fig = StudyFigure(figsize=(3.3 * ncols, 1.35 * nrows + 0.7))
+    fig = StudyFigure(figsize=(3.3 * ncols, height))
     gs = fig.add_gridspec(
         nrows,
         len(ratios),
@@ -535,8 +572,8 @@ def loss_gallery(
         hspace=0.32,
         left=0.01,
         right=0.99,
-        top=1 - 0.55 / (1.35 * nrows + 0.7),
-        bottom=0.01,
+        top=1 - 0.55 / height,
+        bottom=0.01 + legend_h / height,
     )
     lab_rgb = colorize(labs, colormap)
     pred_rgb = colorize(preds, colormap)
@@ -556,6 +593,9 @@ def loss_gallery(
         axs[1].set_title(f"{ids[i]}  loss {float(losses[i]):.3f}", fontsize=7.5, pad=2)
     head = "each tile: input | label | prediction"
     fig.suptitle(f"{title}\n{head}" if title else head, fontsize=10)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=legend_ncol, fontsize=7.5,
+                   frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
