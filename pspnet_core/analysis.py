@@ -13,6 +13,11 @@ figs. 6-9 and 11-13).
   pixels, and held-out pixel statistics (claim 7, :func:`pspnet_core.metrics.leaf_pixel_stats`);
   cached per run hash. :func:`reliability` and :func:`leaf_review_components` read them.
 - :func:`gallery_ends`: the lowest and highest images of a ranking, never the same image.
+- :func:`predictions`: label and predicted maps, per-image loss, confusion matrix and scene
+  complexity of every image of a split (the leaf run: its analog maps too), cached per run hash
+  (what the explorer, :mod:`pspnet_core.explore`, reads); :func:`class_probability` the softmax
+  map of one image.
+- :func:`per_class_iou_table`: IoU per class (rows) and run (columns), the mean over seeds.
 """
 
 from __future__ import annotations
@@ -38,12 +43,14 @@ from pspnet_core.atomic import atomic_path, atomic_write_text
 from pspnet_core.device import autocast, resolve_device
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
+    IGNORE_INDEX,
     binary_confusion,
     binary_iou,
     confusion_matrix,
     leaf_pixel_stats,
     leaf_region,
     mean_iou,
+    per_class_iou,
     pixel_accuracy,
     reliability_table,
     scene_complexity,
@@ -334,4 +341,141 @@ def seed_table(per_seed: Mapping[int, Mapping[str, float]]) -> pd.DataFrame:
     frame["sd"] = values.std(axis=1, ddof=1)
     frame["min"] = values.min(axis=1)
     frame["max"] = values.max(axis=1)
+    return frame
+
+
+# ---------------------------------------------------------------- every image of a split
+
+PREDICTION_KEYS = ("index", "ids", "labels", "predictions", "confusion", "loss", "complexity")
+
+
+def _predictions_cache(run: Run, split: Split) -> Path:
+    return run.dir / f"predictions-{split}-{run.hash}.npz"
+
+
+def predictions(run: Run, split: Split, device: str | torch.device = "auto") -> dict[str, Any]:
+    """Every image of ``split`` through the run's network, without augmentation
+    (``data.build_eval_dataset``): ``index`` (dataset index), ``ids``, ``labels`` and
+    ``predictions`` uint8 (N, H, W) (255 = ignore in labels; the leaf run: 0/1 at p >= 0.5),
+    ``confusion`` int64 (N, K, K) per image (rows label, columns prediction; K = 2 for the leaf
+    run), ``loss`` (the main head's loss per image), ``complexity`` (of the raw label mask,
+    :func:`metrics.scene_complexity`) and, for the one-class run, ``probabilities`` float16
+    (N, H, W) = sigmoid(logits).
+
+    A finished run's arrays are cached as ``predictions-<split>-<run hash>.npz`` in its folder
+    and recomputed when that file is missing, unreadable or lacks a key; computed once per
+    (run, seed, split)."""
+    cache = _predictions_cache(run, split)
+    leaf = run.run_cfg.num_classes == 1
+    keys = PREDICTION_KEYS + (("probabilities",) if leaf else ())
+    if run.done and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                out = {k: z[k] for k in keys}
+            out["ids"] = [str(i) for i in out["ids"]]
+            return out
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # damaged or foreign: recomputed below
+    out = _prediction_arrays(run, split, device)
+    if run.done:
+        arrays = {**out, "ids": np.asarray(out["ids"], dtype=str)}
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return out
+
+
+def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> dict[str, Any]:
+    rc = run.run_cfg
+    leaf = rc.num_classes == 1
+    k = 2 if leaf else rc.num_classes
+    ds = data.build_eval_dataset(rc, split)
+    dev = resolve_device(device)
+    model = load_model(run, dev)
+    labels, preds, confs, losses, probs = [], [], [], [], []
+    for start in range(0, len(ds), rc.eval_batch_size):
+        batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]
+        x = torch.stack([img for img, _ in batch])
+        target = torch.stack([lab for _, lab in batch]).to(dev)
+        logits = predict(model, x, rc.precision, rc.channels_last)  # (B, K, H, W)
+        losses.append(segmentation_loss(logits, target, reduction="per_image").double().cpu())
+        if leaf:
+            p = torch.sigmoid(logits[:, 0])
+            pred, lab = (p >= 0.5).long(), (target > 0.5).long()
+            probs.append(p.half().cpu().numpy())
+            ignore = -1
+        else:
+            pred, lab, ignore = logits.argmax(1), target.long(), IGNORE_INDEX
+        for pr, tg in zip(pred, lab, strict=True):
+            confs.append(confusion_matrix(pr, tg, k, ignore_index=ignore).cpu().numpy())
+        preds.append(pred.to(torch.uint8).cpu().numpy())
+        labels.append(lab.clamp(0, 255).to(torch.uint8).cpu().numpy())
+    n = len(ds)
+    out: dict[str, Any] = {
+        "index": np.arange(n),
+        "ids": [str(i) for i in ds.ids] if hasattr(ds, "ids") else [str(i) for i in range(n)],
+        "labels": np.concatenate(labels) if labels else np.zeros((0, 1, 1), np.uint8),
+        "predictions": np.concatenate(preds) if preds else np.zeros((0, 1, 1), np.uint8),
+        "confusion": np.stack(confs) if confs else np.zeros((0, k, k), np.int64),
+        "loss": torch.cat(losses).numpy() if losses else np.zeros(0),
+        "complexity": np.asarray([scene_complexity(ds.load_raw(i)[1])["complexity"]
+                                  for i in range(n)], dtype=float),
+    }
+    if leaf:
+        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 1, 1), np.float16)
+    return out
+
+
+@torch.no_grad()
+def class_probability(model: nn.Module, run: Run, image: Tensor) -> np.ndarray:
+    """Softmax (multi-class) or sigmoid (one-class) maps float32 (K, H, W) of one evaluation
+    image ``(3, H, W)`` (``data.build_eval_dataset(...)[i][0]``)."""
+    rc = run.run_cfg
+    logits = predict(model, image, rc.precision, rc.channels_last)[0]  # (K, H, W)
+    p = torch.sigmoid(logits) if rc.num_classes == 1 else torch.softmax(logits, dim=0)
+    return p.cpu().numpy()
+
+
+def iou_per_class(confusion: Any) -> np.ndarray:
+    """IoU per class from a (K, K) confusion matrix (or the sum of a stack (N, K, K)); NaN for a
+    class absent from labels and predictions (:func:`metrics.per_class_iou`)."""
+    cm = np.asarray(confusion)
+    if cm.ndim == 3:
+        cm = cm.sum(0)
+    return per_class_iou(torch.as_tensor(cm)).numpy()
+
+
+def per_class_iou_table(
+    runs: Mapping[str, Mapping[int, Run]], split: Split = "heldout",
+    names: list[str] | None = None, per_seed: bool = False,
+) -> pd.DataFrame:
+    """IoU per class (rows: ``names`` or class ids) of each run (columns), from the confusion
+    matrix of all of ``split``'s images (:func:`predictions`), as the mean over the seeds
+    (NaN-aware: a class a seed never saw nor predicted does not count). The last row, "mean
+    (mIoU)", is the mean over present classes of each seed, averaged over seeds. With
+    ``per_seed`` the columns are (run, seed) instead."""
+    columns: dict[Any, np.ndarray] = {}
+    means: dict[Any, list[float]] = {}
+    for name, by_seed in runs.items():
+        per = []
+        for seed, run in by_seed.items():
+            iou = iou_per_class(predictions(run, split)["confusion"])
+            per.append(iou)
+            if per_seed:
+                columns[(name, seed)] = iou
+                means[(name, seed)] = [float(np.nanmean(iou)) if np.isfinite(iou).any()
+                                       else float("nan")]
+        stack = np.stack(per)
+        if not per_seed:
+            with np.errstate(all="ignore"):
+                columns[name] = np.array([np.nan if np.isnan(c).all() else np.nanmean(c)
+                                          for c in stack.T])
+            means[name] = [float(np.nanmean(i)) if np.isfinite(i).any() else float("nan")
+                           for i in per]
+    k = len(next(iter(columns.values()))) if columns else 0
+    index = list(names) if names is not None and len(names) == k else list(range(k))
+    frame = pd.DataFrame(columns, index=index)
+    frame.loc["mean (mIoU)"] = [float(np.mean(means[c])) for c in frame.columns]
+    if per_seed:
+        frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["run", "seed"])
+    frame.index.name = "class"
     return frame

@@ -1,0 +1,573 @@
+"""An explorer of a preset's trained runs in JupyterLab: ``explore.study(preset)`` (notebook 07).
+
+Two layers:
+
+- **Data** (plain functions and the :class:`Explorer` cache; no widgets, what the tests call):
+  :func:`run_grid`, :meth:`Explorer.histories`, :func:`image_table`, :func:`sort_table`,
+  :func:`error_map`, :func:`threshold_metrics`, :func:`classes_present`, and the figures
+  :meth:`Explorer.curves_figure`, :meth:`Explorer.image_figure`,
+  :meth:`Explorer.compare_figure`. Predictions come from :func:`pspnet_core.analysis.predictions`:
+  computed once per (run, seed, split) and cached in the run folder; the explorer keeps what it
+  read in memory, so a new selection only redraws.
+- **Widgets** (ipywidgets): :func:`study` builds three tabs. *Curves*: runs x seeds, loss and
+  mIoU / Dice per epoch with the bands of Figs. 5/10. *Images*: every image of a (run, seed,
+  split) in a table sortable by loss, mIoU, complexity or one class's IoU; a chosen row shows
+  input | label | prediction | error map with the class names and colours; a VOC-like run also
+  the probability of a chosen class, the leaf run its heatmap with a threshold slider and the
+  Dice / IoU at that threshold. *Compare*: two (run, seed) pairs on the same image.
+
+The explorer trains nothing: it shows the runs the store holds (``engine.get_run(...,
+train=False)``); the notebooks (or ``pspnet-train``) train them.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pspnet_core import analysis, data, plots
+from pspnet_core.config import StudyConfig, load_params
+from pspnet_core.engine import get_run
+from pspnet_core.metrics import IGNORE_INDEX, dice_from_counts, iou_from_counts
+from pspnet_core.runs import Run
+
+SPLITS = ("heldout", "train")
+SPREADS = {"band + single seeds": (True, True), "band": (True, False),
+           "single seeds": (False, True)}
+ERROR_COLORS = {"correct": (235, 235, 235), "wrong": (214, 39, 40), "ignore": (224, 224, 192)}
+
+# ---------------------------------------------------------------- data layer: tables
+
+
+def run_grid(cfg: StudyConfig) -> pd.DataFrame:
+    """One row per (run, seed) of the preset: task, status ("done", "partial", "absent") and
+    completed epochs; nothing is trained."""
+    rows = []
+    for name, spec in cfg.runs.items():
+        for seed in cfg.seeds:
+            r = get_run(cfg, name, train=False, seed=seed)
+            rows.append({"run": name, "seed": seed, "task": spec.task, "status": r.status,
+                         "epochs_done": r.epochs_done, "epochs": r.run_cfg.epochs})
+    return pd.DataFrame(rows)
+
+
+def metric_columns(task: str) -> list[str]:
+    """The per-image quality columns of :func:`image_table` for a task."""
+    return ["dice", "iou", "pixel_acc"] if task == "leaf" else ["miou", "pixel_acc"]
+
+
+def image_table(pred: Mapping[str, Any], names: Sequence[str], task: str = "voc") -> pd.DataFrame:
+    """Every image of a split (:func:`analysis.predictions`): ``index``, ``id``, ``loss``, the
+    image's own ``miou`` (classes present in its label or prediction) or, for the leaf run,
+    ``dice`` / ``iou`` of the disease class, ``pixel_acc``, ``complexity`` and one ``IoU <name>``
+    column per class (NaN where the class is in neither label nor prediction)."""
+    conf = np.asarray(pred["confusion"], dtype=np.float64)  # (N, K, K)
+    tp = np.diagonal(conf, axis1=1, axis2=2)
+    union = conf.sum(1) + conf.sum(2) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)  # (N, K)
+        total = conf.sum((1, 2))
+        acc = np.where(total > 0, tp.sum(1) / total, np.nan)
+    frame = pd.DataFrame({"index": np.asarray(pred["index"], dtype=int),
+                          "id": [str(i) for i in pred["ids"]],
+                          "loss": np.asarray(pred["loss"], dtype=float)})
+    if task == "leaf":
+        t, fp, fn = conf[:, 1, 1], conf[:, 0, 1], conf[:, 1, 0]
+        frame["dice"] = [dice_from_counts(*c) for c in zip(t, fp, fn, strict=True)]
+        frame["iou"] = [iou_from_counts(*c) for c in zip(t, fp, fn, strict=True)]
+    else:
+        with np.errstate(all="ignore"):
+            frame["miou"] = [np.nanmean(r) if np.isfinite(r).any() else np.nan for r in iou]
+    frame["pixel_acc"] = acc
+    frame["complexity"] = np.asarray(pred["complexity"], dtype=float)
+    for k, name in enumerate(names[: iou.shape[1]]):
+        frame[f"IoU {name}"] = iou[:, k]
+    return frame
+
+
+def sort_table(table: pd.DataFrame, by: str = "loss", descending: bool = True) -> pd.DataFrame:
+    """``table`` sorted by column ``by`` (NaN last, ties in index order)."""
+    if by not in table.columns:
+        raise KeyError(f"no column {by!r}; columns: {', '.join(table.columns)}")
+    return table.sort_values([by, "index"], ascending=[not descending, True],
+                             na_position="last", kind="stable").reset_index(drop=True)
+
+
+def row_label(row: Mapping[str, Any], metric: str) -> str:
+    """One line of the image list: id, loss and the task's quality number."""
+    value = row.get(metric, np.nan)
+    return f"{row['id']}  loss {row['loss']:.3f}  {metric} {value:.3f}"
+
+
+def classes_present(*maps: Any) -> list[int]:
+    """Sorted class ids found in label / prediction maps (255 = ignore left out)."""
+    found: set[int] = set()
+    for m in maps:
+        found |= {int(v) for v in np.unique(np.asarray(m))}
+    return sorted(found - {IGNORE_INDEX})
+
+
+def error_map(label: Any, prediction: Any) -> np.ndarray:
+    """uint8 (H, W, 3): light grey where the prediction equals the label, red where it does not,
+    cream on ignored pixels (label 255)."""
+    lab, pr = np.asarray(label), np.asarray(prediction)
+    out = np.empty(lab.shape + (3,), np.uint8)
+    out[:] = ERROR_COLORS["correct"]
+    out[(lab != pr) & (lab != IGNORE_INDEX)] = ERROR_COLORS["wrong"]
+    out[lab == IGNORE_INDEX] = ERROR_COLORS["ignore"]
+    return out
+
+
+def threshold_metrics(probability: Any, mask: Any, threshold: float = 0.5,
+                      region: Any = None) -> dict[str, float]:
+    """Dice and IoU of ``probability >= threshold`` against ``mask > 0.5`` (within ``region``
+    when given): the leaf run's numbers at a chosen threshold."""
+    p = np.asarray(probability, dtype=np.float32) >= threshold
+    m = np.asarray(mask) > 0.5
+    if region is not None:
+        keep = np.asarray(region, dtype=bool)
+        p, m = p[keep], m[keep]
+    tp = float(np.count_nonzero(p & m))
+    fp = float(np.count_nonzero(p & ~m))
+    fn = float(np.count_nonzero(~p & m))
+    return {"threshold": float(threshold), "dice": dice_from_counts(tp, fp, fn),
+            "iou": iou_from_counts(tp, fp, fn), "tp": tp, "fp": fp, "fn": fn}
+
+
+def legend_handles(ids: Sequence[int], names: Sequence[str], palette: np.ndarray,
+                   ignore: bool = False) -> list[Any]:
+    """Colour patches ``"<id> <name>"`` for a figure legend (plus the ignore colour)."""
+    return plots.class_legend_handles(ids, names, palette, ignore)
+
+
+def figure_png(fig: Any, dpi: int = plots.DISPLAY_DPI) -> bytes:
+    """PNG bytes of a figure (what the widgets show)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def run_colors(names: Sequence[str]) -> dict[str, str]:
+    """A distinct colour per run (tab10 order), so two runs of one regime differ."""
+    palette = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown",
+                                    "pink", "gray", "olive", "cyan")]
+    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+# ---------------------------------------------------------------- data layer: the cache
+
+
+class Explorer:
+    """The preset's runs, their predictions and datasets, read once and kept in memory.
+
+    Every accessor takes a run name, a seed and a split; a (run, seed) that is not trained
+    raises :class:`pspnet_core.runs.RunNotTrainedError` (nothing is trained here).
+    """
+
+    def __init__(self, cfg: StudyConfig) -> None:
+        self.cfg = cfg
+        self._runs: dict[tuple[str, int], Run] = {}
+        self._pred: dict[tuple[str, int, str], dict[str, Any]] = {}
+        self._tables: dict[tuple[str, int, str], pd.DataFrame] = {}
+        self._ds: dict[tuple[str, str, str], Any] = {}
+        self._models: dict[tuple[str, int], Any] = {}
+
+    # runs ---------------------------------------------------------------
+    def run(self, name: str, seed: int) -> Run:
+        key = (name, int(seed))
+        if key not in self._runs:
+            self._runs[key] = get_run(self.cfg, name, train=False, seed=int(seed))
+        return self._runs[key]
+
+    def task(self, name: str) -> str:
+        return self.cfg.runs[name].task
+
+    def trained(self, name: str) -> list[int]:
+        """Seeds of run ``name`` with a finished run in the store."""
+        return [s for s in self.cfg.seeds if self.run(name, s).done]
+
+    def ready_runs(self) -> list[str]:
+        """Runs of the preset with at least one finished seed, in preset order."""
+        return [n for n in self.cfg.runs if self.trained(n)]
+
+    def names_palette(self, name: str) -> tuple[list[str], np.ndarray]:
+        return data.names_and_palette(self.run(name, self.cfg.seeds[0]).run_cfg)
+
+    # curves -------------------------------------------------------------
+    def histories(self, names: Sequence[str], seeds: Sequence[int]) -> dict[str, list[Any]]:
+        """``{run: [history per chosen seed]}`` of the runs with at least one epoch."""
+        out = {}
+        for n in names:
+            frames = [self.run(n, s).history for s in seeds if s in self.cfg.seeds]
+            frames = [f for f in frames if len(f)]
+            if frames:
+                out[n] = frames
+        return out
+
+    def curves_figure(self, names: Sequence[str], seeds: Sequence[int] | None = None,
+                      splits: Sequence[str] = ("train", "heldout"), band: str = "minmax",
+                      spread: str = "band + single seeds", metric: str | None = None) -> Any:
+        """Loss and held-out mIoU (leaf runs alone: Dice) per epoch of the chosen runs and
+        seeds, as :func:`plots.learning_curves` draws Figs. 5/10."""
+        seeds = list(self.cfg.seeds) if seeds is None else list(seeds)
+        hist = self.histories(names, seeds)
+        if metric is None:
+            leaf_only = bool(names) and all(self.task(n) == "leaf" for n in names)
+            metric = "heldout_dice" if leaf_only else "heldout_miou"
+        show_band, show_seeds = SPREADS[spread]
+        title = f"runs {', '.join(hist) or '(none trained)'}; seeds {seeds}"
+        return plots.learning_curves(hist, colors=run_colors(list(names)), title=title,
+                                     metric=metric, band=band if show_band else "none",
+                                     splits=tuple(splits), seed_lines=show_seeds)
+
+    # images -------------------------------------------------------------
+    def predictions(self, name: str, seed: int, split: str) -> dict[str, Any]:
+        key = (name, int(seed), split)
+        if key not in self._pred:
+            self._pred[key] = analysis.predictions(self.run(name, seed), split)
+        return self._pred[key]
+
+    def table(self, name: str, seed: int, split: str) -> pd.DataFrame:
+        """:func:`image_table` of a (run, seed, split)."""
+        key = (name, int(seed), split)
+        if key not in self._tables:
+            names, _ = self.names_palette(name)
+            self._tables[key] = image_table(self.predictions(name, seed, split), names,
+                                            self.task(name))
+        return self._tables[key]
+
+    def _dataset(self, name: str, seed: int, split: str) -> Any:
+        run = self.run(name, seed)
+        key = (name, run.hash, split)
+        if key not in self._ds:
+            self._ds[key] = data.build_eval_dataset(run.run_cfg, split)
+        return self._ds[key]
+
+    def image(self, name: str, seed: int, split: str, index: int) -> np.ndarray:
+        """The evaluation input uint8 (H, W, 3) of dataset image ``index``."""
+        rc = self.run(name, seed).run_cfg
+        img, _ = self._dataset(name, seed, split)[int(index)]
+        return data.denormalize(img, rc.augment.normalize)
+
+    def probability(self, name: str, seed: int, split: str, index: int) -> np.ndarray:
+        """Softmax (or the leaf run's sigmoid) maps (K, H, W) of one image; the network is
+        loaded once per (run, seed). The leaf run's maps come from the cache."""
+        if self.task(name) == "leaf":
+            return np.asarray(self.predictions(name, seed, split)["probabilities"][int(index)],
+                              dtype=np.float32)[None]
+        key = (name, int(seed))
+        if key not in self._models:
+            self._models[key] = analysis.load_model(self.run(name, seed), "cpu")
+        img, _ = self._dataset(name, seed, split)[int(index)]
+        return analysis.class_probability(self._models[key], self.run(name, seed), img)
+
+    def selection(self, name: str, seed: int, split: str, index: int,
+                  threshold: float = 0.5) -> dict[str, Any]:
+        """Everything one image row shows: input, label, prediction (the leaf run: at
+        ``threshold``), error map, its table row and, for the leaf run, the analog map and
+        the Dice / IoU at ``threshold``."""
+        pred = self.predictions(name, seed, split)
+        pos = int(np.flatnonzero(np.asarray(pred["index"]) == int(index))[0])
+        label = np.asarray(pred["labels"][pos])
+        out: dict[str, Any] = {"image": self.image(name, seed, split, index), "label": label,
+                               "row": self.table(name, seed, split).iloc[pos].to_dict(),
+                               "run": name, "seed": int(seed), "split": split}
+        if self.task(name) == "leaf":
+            p = np.asarray(pred["probabilities"][pos], dtype=np.float32)
+            out["probability"] = p
+            out["prediction"] = (p >= threshold).astype(np.uint8)
+            out["threshold"] = threshold_metrics(p, label, threshold)
+        else:
+            out["prediction"] = np.asarray(pred["predictions"][pos])
+        out["error"] = error_map(label, out["prediction"])
+        return out
+
+    def index_of(self, name: str, seed: int, split: str, image_id: str) -> int | None:
+        """Dataset index of ``image_id`` in a (run, seed, split), or None."""
+        ids = self.predictions(name, seed, split)["ids"]
+        idx = self.predictions(name, seed, split)["index"]
+        return next((int(i) for i, x in zip(idx, ids, strict=True) if str(x) == image_id), None)
+
+    def image_figure(self, name: str, seed: int, split: str, index: int,
+                     class_index: int | None = None, threshold: float = 0.5) -> Any:
+        """input | label | prediction | error map of one image, the classes present in label
+        or prediction in a legend; plus the probability of ``class_index`` (multi-class) or the
+        analog heatmap with the ``threshold`` contour (leaf)."""
+        sel = self.selection(name, seed, split, index, threshold)
+        names, palette = self.names_palette(name)
+        leaf = self.task(name) == "leaf"
+        extra = leaf or class_index is not None
+        fig = plots.StudyFigure(figsize=(2.6 * (5 if extra else 4), 3.6), layout="constrained")
+        axes = fig.subplots(1, 5 if extra else 4)
+        axes[0].imshow(sel["image"])
+        axes[1].imshow(plots.colorize(sel["label"], palette), interpolation="nearest")
+        axes[2].imshow(plots.colorize(sel["prediction"], palette), interpolation="nearest")
+        axes[3].imshow(sel["error"], interpolation="nearest")
+        titles = ["input", "label", "prediction" + (f" (p >= {threshold:g})" if leaf else ""),
+                  "error (red: wrong)"]
+        if leaf:
+            p = sel["probability"]
+            axes[4].imshow(p, cmap="inferno", vmin=0, vmax=1)
+            if p.min() < threshold < p.max():
+                axes[4].contour(p, levels=[threshold], colors=["cyan"], linewidths=0.8)
+            titles.append("disease likelihood")
+        elif class_index is not None:
+            prob = self.probability(name, seed, split, index)[int(class_index)]
+            axes[4].imshow(prob, cmap="viridis", vmin=0, vmax=1)
+            titles.append(f"p({names[int(class_index)]})")
+        for ax, t in zip(axes, titles, strict=True):
+            plots._blank(ax)
+            ax.set_title(t, fontsize=9)
+        row = sel["row"]
+        numbers = "  ".join(f"{m} {row[m]:.3f}" for m in ["loss", *metric_columns(self.task(name))]
+                            if m in row)
+        if leaf:
+            t = sel["threshold"]
+            numbers += f"  |  at p >= {threshold:g}: Dice {t['dice']:.3f}, IoU {t['iou']:.3f}"
+        fig.suptitle(f"{name}, seed {seed}, {split} image {row['id']}: {numbers}", fontsize=10)
+        ids = classes_present(sel["label"], sel["prediction"])
+        handles = legend_handles(ids, names, palette,
+                                 ignore=bool((sel["label"] == IGNORE_INDEX).any()))
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8) or 1,
+                   fontsize=8, frameon=False)
+        return fig
+
+    def compare_figure(self, a: tuple[str, int], b: tuple[str, int], split: str,
+                       image_id: str) -> Any:
+        """Two (run, seed) pairs on the same image (by id): input and label once, then each
+        one's prediction and error map, with its per-image numbers."""
+        idx_a, idx_b = (self.index_of(*x, split, image_id) for x in (a, b))
+        if idx_a is None or idx_b is None:
+            missing = a if idx_a is None else b
+            raise KeyError(f"image {image_id!r} is not in the {split} split of run "
+                           f"{missing[0]} seed {missing[1]} (compare runs of one task)")
+        sa = self.selection(*a, split, idx_a)
+        sb = self.selection(*b, split, idx_b)
+        names, palette = self.names_palette(a[0])
+        fig = plots.StudyFigure(figsize=(2.6 * 6, 3.7), layout="constrained")
+        axes = fig.subplots(1, 6)
+        panels = [(sa["image"], "input"), (plots.colorize(sa["label"], palette), "label")]
+        for (run, seed), s in ((a, sa), (b, sb)):
+            metric = metric_columns(self.task(run))[0]
+            tag = f"{run} s{seed}"
+            panels.append((plots.colorize(s["prediction"], palette),
+                           f"{tag}\nloss {s['row']['loss']:.3f}, {metric} "
+                           f"{s['row'][metric]:.3f}"))
+        panels.insert(4, (sa["error"], f"{a[0]} s{a[1]} errors"))
+        panels.append((sb["error"], f"{b[0]} s{b[1]} errors"))
+        for ax, (img, t) in zip(axes, panels, strict=True):
+            ax.imshow(img, interpolation="nearest")
+            plots._blank(ax)
+            ax.set_title(t, fontsize=8.5)
+        fig.suptitle(f"{split} image {image_id}: {a[0]} seed {a[1]} vs {b[0]} seed {b[1]}",
+                     fontsize=10)
+        ids = classes_present(sa["label"], sa["prediction"], sb["prediction"])
+        handles = legend_handles(ids, names, palette,
+                                 ignore=bool((sa["label"] == IGNORE_INDEX).any()))
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8) or 1,
+                   fontsize=8, frameon=False)
+        return fig
+
+
+def explorer(preset: str | StudyConfig = "smoke",
+             overrides: dict[str, Any] | None = None) -> Explorer:
+    """The data layer of a preset (a name, a path, or a loaded config)."""
+    cfg = preset if isinstance(preset, StudyConfig) else load_params(preset, overrides or None)
+    return Explorer(cfg)
+
+
+# ---------------------------------------------------------------- widget layer
+
+
+def study(preset: str | StudyConfig = "smoke", overrides: dict[str, Any] | None = None,
+          run: str | None = None, seed: int | None = None, split: str = "heldout") -> Any:
+    """The explorer of a preset's trained runs as an ipywidgets ``Tab`` (Curves, Images,
+    Compare); ``run`` / ``seed`` / ``split`` choose the first selection of the Images tab."""
+    import ipywidgets as w
+
+    ex = explorer(preset, overrides)
+    ready = ex.ready_runs()
+    if not ready:
+        return w.HTML(f"<b>No trained run of preset {ex.cfg.name!r} yet.</b> Train one with "
+                      f"<code>pspnet-train --params {ex.cfg.name} --run NAME</code>, or run "
+                      "notebooks 03-05, then rerun this cell.")
+    run = run if run in ready else ready[0]
+    tabs = w.Tab(children=[_curves_tab(w, ex, ready), _images_tab(w, ex, ready, run, seed, split),
+                           _compare_tab(w, ex, ready, run, split)])
+    for i, t in enumerate(("Curves", "Images", "Compare")):
+        tabs.set_title(i, t)
+    tabs.add_class("pspnet-explorer")
+    return tabs
+
+
+def _show(image_widget: Any, status: Any, fig_fn) -> None:
+    """Draw ``fig_fn()`` into an Image widget; errors go to the status line."""
+    t0 = time.perf_counter()
+    try:
+        image_widget.value = figure_png(fig_fn())
+        status.value = f"<small>drawn in {time.perf_counter() - t0:.2f} s</small>"
+    except Exception as err:  # shown to the reader; the widget stays usable
+        status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+
+
+def _curves_tab(w: Any, ex: Explorer, ready: list[str]) -> Any:
+    runs = w.SelectMultiple(options=ready, value=tuple(ready[:3]), rows=min(7, len(ready)),
+                            description="runs")
+    seeds = w.SelectMultiple(options=list(ex.cfg.seeds), value=tuple(ex.cfg.seeds),
+                             rows=min(5, len(ex.cfg.seeds)), description="seeds")
+    train = w.Checkbox(value=True, description="train loss")
+    held = w.Checkbox(value=True, description="held-out loss")
+    spread = w.Dropdown(options=list(SPREADS), value="band + single seeds", description="spread")
+    band = w.Dropdown(options=list(plots.BANDS), value="minmax", description="band")
+    metric = w.Dropdown(options=["auto", "heldout_miou", "heldout_pixel_acc", "heldout_dice",
+                                 "heldout_iou"], value="auto", description="metric")
+    image, status = w.Image(format="png"), w.HTML()
+    image.add_class("pspnet-curves-image")
+
+    def redraw(*_):
+        splits = [s for s, on in (("train", train.value), ("heldout", held.value)) if on]
+        _show(image, status, lambda: ex.curves_figure(
+            list(runs.value), list(seeds.value), splits, band.value, spread.value,
+            None if metric.value == "auto" else metric.value))
+
+    for c in (runs, seeds, train, held, spread, band, metric):
+        c.observe(redraw, names="value")
+    redraw()
+    return w.VBox([w.HBox([runs, seeds, w.VBox([train, held, spread, band, metric])]),
+                   status, image])
+
+
+def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | None,
+                split: str) -> Any:
+    run_w = w.Dropdown(options=ready, value=run, description="run")
+    run_w.add_class("pspnet-run")
+    seed_w = w.Dropdown(options=ex.trained(run), description="seed")
+    if seed in ex.trained(run):
+        seed_w.value = seed
+    split_w = w.ToggleButtons(options=list(SPLITS), value=split if split in SPLITS else "heldout",
+                              description="split")
+    sort_w = w.Dropdown(description="sort by")
+    desc_w = w.Checkbox(value=True, description="highest first")
+    rows_w = w.Select(rows=12, description="image", layout=w.Layout(width="520px"))
+    rows_w.add_class("pspnet-image-list")
+    class_w = w.Dropdown(description="p(class)")
+    thr_w = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="threshold",
+                          continuous_update=False)
+    image, status, info = w.Image(format="png"), w.HTML(), w.HTML()
+    image.add_class("pspnet-image")
+    state = {"busy": False}
+
+    def current_table():
+        return ex.table(run_w.value, seed_w.value, split_w.value)
+
+    def draw(*_):
+        if state["busy"] or rows_w.value is None:
+            return
+        leaf = ex.task(run_w.value) == "leaf"
+        class_w.layout.display = "none" if leaf else ""
+        thr_w.layout.display = "" if leaf else "none"
+        _show(image, status, lambda: ex.image_figure(
+            run_w.value, seed_w.value, split_w.value, rows_w.value,
+            class_index=None if leaf else class_w.value, threshold=thr_w.value))
+
+    def refill(*_):
+        state["busy"] = True
+        try:
+            table = current_table()
+            cols = ["loss", *metric_columns(ex.task(run_w.value)), "complexity"] + [
+                c for c in table.columns if c.startswith("IoU ")]
+            if sort_w.options != tuple(cols):
+                sort_w.options = cols
+                sort_w.value = "loss"
+            ordered = sort_table(table, sort_w.value, desc_w.value)
+            metric = metric_columns(ex.task(run_w.value))[0]
+            rows_w.options = [(row_label(r, metric), int(r["index"]))
+                              for r in ordered.to_dict("records")]
+            rows_w.value = int(ordered["index"].iloc[0]) if len(ordered) else None
+            names, _ = ex.names_palette(run_w.value)
+            opts = [("(none)", None)] + [(f"{i} {n}", i) for i, n in enumerate(names)]
+            if list(class_w.options) != opts:
+                class_w.options = opts
+                class_w.value = None
+            info.value = (f"<small>{len(table)} {split_w.value} images of {run_w.value} seed "
+                          f"{seed_w.value}; mean loss {table['loss'].mean():.3f}</small>")
+        except Exception as err:
+            status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+        finally:
+            state["busy"] = False
+        draw()
+
+    def new_run(*_):
+        state["busy"] = True
+        seeds = ex.trained(run_w.value)
+        seed_w.options = seeds
+        if seed_w.value not in seeds:
+            seed_w.value = seeds[0]
+        state["busy"] = False
+        refill()
+
+    run_w.observe(new_run, names="value")
+    for c in (seed_w, split_w, sort_w, desc_w):
+        c.observe(refill, names="value")
+    for c in (rows_w, class_w, thr_w):
+        c.observe(draw, names="value")
+    refill()
+    return w.VBox([w.HBox([run_w, seed_w, split_w]), w.HBox([sort_w, desc_w]), info,
+                   w.HBox([rows_w, w.VBox([class_w, thr_w])]), status, image])
+
+
+def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -> Any:
+    other = next((r for r in ready if r != run and ex.task(r) == ex.task(run)), run)
+    a_run = w.Dropdown(options=ready, value=run, description="run A")
+    a_seed = w.Dropdown(options=ex.trained(run), description="seed A")
+    b_run = w.Dropdown(options=ready, value=other, description="run B")
+    b_seeds = ex.trained(other)
+    b_seed = w.Dropdown(options=b_seeds, description="seed B")
+    if other == run and len(b_seeds) > 1:
+        b_seed.value = b_seeds[1]
+    split_w = w.ToggleButtons(options=list(SPLITS), value=split if split in SPLITS else "heldout",
+                              description="split")
+    img_w = w.Dropdown(description="image", layout=w.Layout(width="420px"))
+    image, status = w.Image(format="png"), w.HTML()
+    image.add_class("pspnet-compare-image")
+    state = {"busy": False}
+
+    def draw(*_):
+        if state["busy"] or img_w.value is None:
+            return
+        _show(image, status, lambda: ex.compare_figure(
+            (a_run.value, a_seed.value), (b_run.value, b_seed.value), split_w.value,
+            img_w.value))
+
+    def refill(*_):
+        state["busy"] = True
+        try:
+            for r, s in ((a_run, a_seed), (b_run, b_seed)):
+                seeds = ex.trained(r.value)
+                if list(s.options) != seeds:
+                    s.options = seeds
+                if s.value not in seeds:
+                    s.value = seeds[0]
+            table = sort_table(ex.table(a_run.value, a_seed.value, split_w.value), "loss")
+            img_w.options = [(f"{r['id']} (A loss {r['loss']:.3f})", r["id"])
+                             for r in table.to_dict("records")]
+            img_w.value = img_w.options[0][1] if img_w.options else None
+        except Exception as err:
+            status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+        finally:
+            state["busy"] = False
+        draw()
+
+    for c in (a_run, a_seed, split_w):
+        c.observe(refill, names="value")
+    for c in (b_run, b_seed):
+        c.observe(refill, names="value")
+    img_w.observe(draw, names="value")
+    refill()
+    return w.VBox([w.HBox([a_run, a_seed]), w.HBox([b_run, b_seed]), w.HBox([split_w, img_w]),
+                   status, image])
