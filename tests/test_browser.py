@@ -2,12 +2,15 @@
 chromedriver, driven by Selenium; nothing is downloaded).
 
 The test starts ``jupyter lab`` on 127.0.0.1 (free port, random token) in a temporary folder
-holding copies of notebook 01 (no training) and 05 (trains the leaf run) whose ``parameters``
-cell points at a tiny preset, opens each one, picks the ``pspnet-study`` kernel in JupyterLab's
-kernel dialog (the copies carry no kernelspec), runs every cell through the menu Run -> Run All
-Cells, waits until every cell has run and the kernel is idle, and checks that no output shows an
-error or a warning and that the figures are ``<img>`` elements that loaded. Screenshots go to
-``outputs/browser/``. The server is shut down through its API and the temporary folder removed.
+holding copies of notebook 01 (no training), 05 (trains the leaf run) and 07 (the explorer; trains
+two VOC runs) whose ``parameters`` cell points at a tiny preset, opens each one, picks the
+``pspnet-study`` kernel in JupyterLab's kernel dialog (the copies carry no kernelspec), runs every
+cell through the menu Run -> Run All Cells, waits until every cell has run and the kernel is idle,
+and checks that no output shows an error or a warning and that the figures are ``<img>`` elements
+that loaded. In 07 it then drives the explorer's widgets: the Images tab, another run in its
+``run`` dropdown, another image in its image list, checking each time that the shown image changed.
+Screenshots go to ``outputs/browser/``. The server is shut down through its API and the temporary
+folder removed.
 
 ``make test`` installs chromium + chromium-driver with apt-get when missing; where that is not
 possible the test skips and says why.
@@ -108,7 +111,7 @@ def lab(tmp_path_factory):
     root.mkdir()
     preset = write_tiny(home, runs_dir="runs", quiet=False, data={"root": "data",
                         "synthetic_leaf_images": 6}, train={"leaf_epochs": 1})
-    for name in ("01_architecture", "05_leaf_disease"):
+    for name in ("01_architecture", "05_leaf_disease", "07_explore"):
         _notebook_copy(SOURCE_ROOT / "notebooks" / f"{name}.ipynb", root / f"{name}.ipynb", preset)
     settings = home / "lab-settings"
     for rel, value in LAB_SETTINGS.items():
@@ -309,7 +312,7 @@ def _run_notebook(driver, base: str, token: str, name: str, timeout: float) -> d
 
 @pytest.mark.parametrize(
     ("name", "min_images", "timeout"),
-    [("01_architecture", 1, 300), ("05_leaf_disease", 3, 900)],
+    [("01_architecture", 1, 300), ("05_leaf_disease", 3, 900), ("07_explore", 3, 900)],
 )
 def test_notebook_runs_in_jupyterlab(lab, browser, name, min_images, timeout):
     base, token, home = lab
@@ -331,3 +334,77 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name, min_images, timeout):
           f"{len(loaded)} figure(s); screenshot {SHOTS / (name + '.png')}")
     if name == "05_leaf_disease":  # it trained here, in the tiny preset's run store
         assert list((home / "runs").glob("leaf_sgd_affine-*/DONE")), "no finished leaf run"
+    if name == "07_explore":
+        _drive_explorer(browser)
+
+
+# ---------------------------------------------------------------- notebook 07's widgets
+
+# the explorer's widgets carry CSS classes (explore.py: pspnet-run, pspnet-image-list,
+# pspnet-image); a <select> is changed as a person would, then its change event is sent
+WIDGET_JS = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+const img = panel.querySelector('img.pspnet-image, .pspnet-image img');
+const run = panel.querySelector('.pspnet-run select');
+const list = panel.querySelector('.pspnet-image-list select');
+return {
+  src: img ? img.getAttribute('src') : null,
+  loaded: img ? img.naturalWidth > 0 : false,
+  run: run ? run.options[run.selectedIndex].text : null,
+  runs: run ? [...run.options].map(o => o.text) : [],
+  image: list && list.selectedIndex >= 0 ? list.options[list.selectedIndex].text : null,
+  images: list ? list.options.length : 0,
+  status: [...panel.querySelectorAll('.pspnet-explorer .widget-html')].map(
+    e => e.innerText).join(' | '),
+};
+"""
+
+CHOOSE_JS = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+const sel = panel.querySelector(arguments[0] + ' select');
+sel.selectedIndex = arguments[1];
+sel.dispatchEvent(new Event('change', {bubbles: true}));
+return sel.options[arguments[1]].text;
+"""
+
+
+def _explorer_shot(driver, name: str) -> None:
+    _js(driver, """const i = document.querySelector(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) img.pspnet-image');
+        if (i) i.scrollIntoView({block: 'center'});""")
+    time.sleep(1)
+    driver.save_screenshot(str(SHOTS / name))
+
+
+def _drive_explorer(driver) -> None:
+    """Images tab; another run, then another image: the shown image changes each time."""
+    from selenium.webdriver.common.by import By
+
+    state = _wait(driver, lambda d: (lambda s: s if s and s["loaded"] and s["images"] else None)(
+        _js(d, WIDGET_JS)), 120, "the explorer's Images tab to show an image")
+    tab = next((t for t in driver.find_elements(By.CSS_SELECTOR, ".pspnet-explorer .lm-TabBar-tab")
+                if t.text.strip() == "Images"), None)
+    assert tab is not None, "no Images tab in the explorer"
+    tab.click()
+    _explorer_shot(driver, "07_explore-images.png")
+    assert len(state["runs"]) >= 2, f"the run dropdown offers {state['runs']}"
+    other = next(i for i, r in enumerate(state["runs"]) if r != state["run"])
+    chosen = _js(driver, CHOOSE_JS, ".pspnet-run", other)
+
+    def changed(before):
+        def check(d):
+            s = _js(d, WIDGET_JS)
+            return s if s["src"] and s["src"] != before["src"] and s["loaded"] else None
+        return check
+
+    after_run = _wait(driver, changed(state), 120, f"the image of run {chosen}")
+    assert after_run["run"] == chosen, after_run
+    _explorer_shot(driver, "07_explore-run.png")
+    assert after_run["images"] >= 2, f"image list of {chosen}: {after_run}"
+    _js(driver, CHOOSE_JS, ".pspnet-image-list", 1)
+    after_image = _wait(driver, changed(after_run), 60, "the image of another list entry")
+    assert after_image["image"] != after_run["image"], after_image
+    _explorer_shot(driver, "07_explore-image.png")
+    assert "Error" not in after_image["status"], after_image["status"]
+    print(f"07_explore: run {state['run']} -> {chosen}, image {after_run['image']!r} -> "
+          f"{after_image['image']!r}; screenshots in {SHOTS}")
