@@ -177,11 +177,14 @@ def build_optimizer(model: nn.Module, run_cfg: RunConfig) -> torch.optim.Optimiz
         raise ValueError("the model has no trainable parameters")
     o = run_cfg.optim
     if isinstance(o, SGDConfig):
+        # foreach: one multi-tensor kernel per step instead of a loop over the parameters;
+        # numerically identical to the loop (bench/train_step.py checks 50 steps), ~2.7x faster
+        # optimizer steps on the CPU. fused=True is faster still but changes the numbers.
         return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                               nesterov=o.nesterov)
+                               nesterov=o.nesterov, foreach=True)
     if isinstance(o, AdamConfig):
         return torch.optim.Adam(
-            params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay
+            params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay, foreach=True
         )
     raise TypeError(f"unknown optimizer config {o!r}")
 

@@ -339,3 +339,25 @@ def test_unet_runs_get_their_own_nesterov_sgd():
     assert unet_opt.defaults["weight_decay"] == 3e-5
     psp_opt = engine.build_optimizer(net, resolve_run(cfg, "sgd_none"))
     assert psp_opt.defaults["nesterov"] is False and psp_opt.defaults["momentum"] == 0.0
+
+
+@pytest.mark.parametrize("run", ["sgd_none", "adam_affine", "unet_none"])
+def test_foreach_optimizer_steps_equal_the_per_parameter_loop(run):
+    """build_optimizer uses foreach kernels for speed; they must not change a single bit."""
+    import copy
+
+    rc = resolve_run(load_params("paper"), run)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Conv2d(8, 2, 1))
+    fast, slow = copy.deepcopy(net), copy.deepcopy(net)
+    opt_fast = engine.build_optimizer(fast, rc)
+    assert opt_fast.defaults["foreach"] is True
+    opt_slow = type(opt_fast)(slow.parameters(), **{**opt_fast.defaults, "foreach": False})
+    for i in range(20):
+        x = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(i))
+        for m, o in ((fast, opt_fast), (slow, opt_slow)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+    assert all(torch.equal(p, q) for p, q in zip(fast.parameters(), slow.parameters(),
+                                                 strict=True))
