@@ -56,8 +56,8 @@ def check_parameters(cfg: StudyConfig, **parameters: Any) -> None:
                            f"{', '.join(cfg.runs)}")
         elif key == "seed":
             if value is not None and (isinstance(value, bool) or value not in cfg.seeds):
-                raise _bad(key, value, f"is not one of preset {cfg.name!r}'s seeds "
-                           f"{list(cfg.seeds)} (None: the notebook's default)")
+                raise _bad(key, value, f"is not one of the seeds {list(cfg.seeds)} of preset "
+                           f"{cfg.name!r} (None: the notebook's default)")
         elif key in ("n_show", "leaf_index"):
             low = 1 if key == "n_show" else 0
             if value is None and key == "leaf_index":

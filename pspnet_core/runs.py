@@ -252,9 +252,8 @@ def check_history_values(df: pd.DataFrame, task: str | None = None) -> str | Non
             return f"columns {extra[:5]} that training never writes"
     if df.empty:
         return "no rows"
-    if not all(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns) or df[
-            list(HISTORY_KEYS)].isna().any().any():
-        return "non-numeric or missing values"
+    if not all(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns):
+        return "non-numeric values"
     if df["epoch"].tolist() != list(range(1, len(df) + 1)):
         return f"epochs {df['epoch'].tolist()[:10]} are not 1..{len(df)}"
     for col in df.columns:
@@ -263,16 +262,16 @@ def check_history_values(df: pd.DataFrame, task: str | None = None) -> str | Non
         if col in _FRACTIONS:
             bad = values[finite & ((values < 0) | (values > 1))]
             if len(bad):
-                return f"{col} {bad.iloc[0]!r} is outside [0, 1]"
+                return f"{col} {float(bad.iloc[0])!r} is outside [0, 1]"
             if values.map(math.isinf).any():
                 return f"{col} holds inf"
             continue
         if not finite.all():
-            return f"{col} holds {values[~finite].iloc[0]!r} (not a finite number)"
+            return f"{col} holds {float(values[~finite].iloc[0])!r} (not a finite number)"
         if (values < 0).any():
-            return f"{col} holds a negative value {values[values < 0].iloc[0]!r}"
+            return f"{col} holds a negative value {float(values[values < 0].iloc[0])!r}"
         if col in _LOSSES and (values > LOSS_MAX).any():
-            return f"{col} holds {values[values > LOSS_MAX].iloc[0]!r} (above {LOSS_MAX:g})"
+            return f"{col} holds {float(values[values > LOSS_MAX].iloc[0])!r} (above {LOSS_MAX:g})"
     return None
 
 
@@ -526,8 +525,8 @@ class Run:
     def _repair(self) -> None:
         check_run_dir(self.dir)
         meta = self._checkpoint_meta()
-        if meta is None:
-            return
+        if meta is None or check_history_values(pd.DataFrame(meta[1])) is not None:
+            return  # nothing to repair from (a bad checkpoint is reported, never copied)
         epoch, history = meta
         want = history_csv_text(history)
         try:

@@ -12,6 +12,7 @@ loader workers is at the end.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -19,20 +20,22 @@ import os
 import pickle
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 from PIL import Image
-from tiny_preset import history_equal, write_tiny
+from tiny_preset import history_equal, subprocess_env, write_tiny
 from torch import nn
 
-from pspnet_core import analysis, engine, runs
+from pspnet_core import analysis, engine, runs, study, train
 from pspnet_core import model as model_mod
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.data import synthetic
@@ -662,6 +665,161 @@ ROWS: list[Row] = [
     Row("synthetic-regenerated-under-reader", _synthetic_swap, None),
 ]
 
+# -- issue 18: rows at the API the notebooks call (the CLI rows are in CLI_ROWS below)
+
+
+def _weights_removed(act: str):
+    def setup(tmp, mp):
+        r = fake_run(tmp, 3, done=True)
+        r.checkpoint_path.unlink()  # deleted to save space
+
+        def check(out):
+            assert list(out["epoch"]) == [1, 2, 3] and out.equals(
+                pd.DataFrame(history_rows(3)))
+        if act == "load_model":
+            return Case(lambda: analysis.load_model(runs.open_run(r.run_cfg)), [tmp])
+        return Case(lambda: runs.open_run(r.run_cfg).history, [tmp], check)
+    return setup
+
+
+def _leaf_image(kind: str):
+    """A leaf folder of one pair whose image is a photo as users have them."""
+    def setup(tmp, mp):
+        root = tmp / "leaf"
+        (root / "images").mkdir(parents=True)
+        (root / "masks").mkdir(parents=True)
+        mask = gray_mask((0, 255), size=(24, 32) if kind == "exif-6-mismatch" else (24, 24))
+        mask.save(root / "masks" / "leaf_0.png")
+        img_path = root / "images" / "leaf_0.png"
+        if kind == "16bit-gray":
+            arr = np.full((24, 24), 30000, np.uint16)
+            arr[:12] = 65535
+            Image.fromarray(arr).save(img_path)  # mode I;16: a 16-bit grayscale PNG
+        elif kind == "float":  # a floating-point TIFF under a .png name (read by content)
+            Image.fromarray(np.full((24, 24), 0.5, np.float32)).save(img_path, "TIFF")
+        elif kind.startswith("exif-6"):
+            img_path = root / "images" / "leaf_0.jpg"
+            exif = Image.Exif()
+            exif[0x0112] = 6  # stored landscape, displayed rotated 90 degrees
+            size = (32, 24) if kind == "exif-6-mismatch" else (24, 24)
+            Image.new("RGB", size, (40, 160, 40)).save(img_path, exif=exif.tobytes())
+        elif kind == "bomb-mask":
+            Image.new("RGB", (24, 24), (40, 160, 40)).save(img_path)
+            (root / "masks" / "leaf_0.png").write_bytes(bomb_png(40000, 40000))
+
+        def check(raw):
+            image, _ = raw
+            if kind == "16bit-gray":  # scaled by 1/257, not clipped to white
+                assert image[0, 0].tolist() == [255] * 3
+                assert image[-1, -1].tolist() == [round(30000 / 257)] * 3
+            else:  # read as stored, exactly as its mask: EXIF is not applied
+                assert image.shape[:2] == (24, 24)
+                assert np.array_equal(image, np.asarray(Image.open(img_path).convert("RGB")))
+        ok = kind in ("16bit-gray", "exif-6-square")
+        return Case(lambda: LeafDataset(leaf_pairs(root), None).load_raw(0), [tmp],
+                    check if ok else None)
+    return setup
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header claiming ``width`` x ``height`` gray pixels, with almost no data: what
+    a decompression bomb looks like to a reader before it decodes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width + 1))  # one row; the rest is missing
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _done_run_with_network(tmp: Path) -> runs.Run:
+    """A finished tiny run whose checkpoint holds a real (untrained) PSPNet: what
+    analysis.ranked_losses reads."""
+    params = write_tiny(tmp / "home")
+    rc = resolve_run(load_params(params), "adam_none")
+    r = runs.Run(rc, runs.run_dir(rc))
+    torch.manual_seed(0)
+    net = model_mod.build_model(rc.model, rc.num_classes)
+    with runs.run_lock(r):
+        runs.start_run(r, torch.device("cpu"))
+        runs.save_epoch(r, {"model": net.state_dict(), "optimizer": {}, "scheduler": {},
+                            "epoch": 3, "history": history_rows(3), "run_hash": r.hash})
+        runs.mark_done(r)
+    return r
+
+
+def _loss_cache(kind: str):
+    def setup(tmp, mp):
+        r = _done_run_with_network(tmp)
+        first = analysis.ranked_losses(r, "heldout", n=2, seed=0)
+        path = analysis._losses_file(r, "heldout", 2, 0)
+        text = path.read_text()
+        if kind == "edited":  # a plausible hand edit below a valid header
+            header, _, body = text.partition("\n")
+            frame = pd.read_csv(io.StringIO(body))
+            frame["loss"] = frame["loss"][::-1].to_numpy() * 10
+            path.write_text(header + "\n" + frame.to_csv(index=False))
+        elif kind == "garbage":
+            path.write_bytes(b"\xff\xfe\x00garbage\x89PNG")
+        elif kind == "other-run":
+            path.write_text(text.replace(r.hash, "0" * 12, 1))
+
+        def check(again):
+            pd.testing.assert_frame_equal(again, first)  # recomputed, never the file's values
+            assert analysis._read_losses_cache(r, path) is not None  # and rewritten
+        return Case(lambda: analysis.ranked_losses(r, "heldout", n=2, seed=0),
+                    [r.checkpoint_path], check)
+    return setup
+
+
+def _params_alias(tmp, mp):
+    r = fake_run(tmp, 2)
+    (r.dir / "params.yaml").write_text("a: &x [1, 2]\nb: *x\n")
+    return Case(lambda: runs.load_run_config(r.dir / "params.yaml"), [tmp])
+
+
+def _checkpoint_bad_history(tmp, mp):
+    r = fake_run(tmp, 2)
+    state = r.checkpoint()
+    state["history"][1]["train_loss"] = float("nan")
+    torch.save(state, r.checkpoint_path)
+    return Case(lambda: runs.open_run(r.run_cfg), [tmp])
+
+
+def _done_early(tmp, mp):
+    r = fake_run(tmp, 2)
+    runs.mark_done(r)  # DONE after 2 of 3 epochs
+    return Case(lambda: runs.open_run(r.run_cfg), [tmp])
+
+
+ISSUE18_ROWS: list[Row] = [
+    Row("done-weights-removed-history-serves", _weights_removed("history"), None),
+    Row("done-weights-removed-load-model", _weights_removed("load_model"),
+        runs.RunNotTrainedError, r"is done but its weights were removed \(checkpoint\.pt "
+        r"deleted.*" + DELETE),
+    Row("checkpoint-history-nan", _checkpoint_bad_history, CKPT,
+        r"checkpoint .*checkpoint\.pt holds a bad history \(train_loss holds nan"),
+    Row("done-before-last-epoch", _done_early, CKPT,
+        r"is marked DONE but its checkpoint holds 2 of 3 epochs; delete .*DONE to resume"),
+    Row("params-yaml-alias", _params_alias, PARAMS, r"params\.yaml is damaged"),
+    Row("png-16bit-gray-scaled", _leaf_image("16bit-gray"), None),
+    Row("tiff-float-refused", _leaf_image("float"), DataError,
+        r"image .*leaf_0\.png: floating-point pixels \(mode F\) are not a photo"),
+    Row("exif-rotated-mismatch-says-exif", _leaf_image("exif-6-mismatch"), DataError,
+        r"image/mask size mismatch: image .*leaf_0\.jpg is 32x24.*EXIF orientation 6 "
+        r"\(viewers show it rotated, as 24x32\)"),
+    Row("exif-rotated-read-as-stored", _leaf_image("exif-6-square"), None),
+    Row("decompression-bomb-mask", _leaf_image("bomb-mask"), DataError,
+        r"image .*masks/leaf_0\.png is too large to decode safely"),
+    Row("loss-cache-edited", _loss_cache("edited"), None, slow=True),
+    Row("loss-cache-garbage", _loss_cache("garbage"), None, slow=True),
+    Row("loss-cache-other-run", _loss_cache("other-run"), None, slow=True),
+]
+ROWS += ISSUE18_ROWS
+
 
 @pytest.mark.parametrize(
     "row", [pytest.param(r, id=r.id, marks=[pytest.mark.slow] if r.slow else []) for r in ROWS])
@@ -696,6 +854,531 @@ def test_fault(row: Row, tmp_path, monkeypatch):
 
 def test_the_table_has_forty_rows_or_more():
     assert len(ROWS) >= 40 and len({r.id for r in ROWS}) == len(ROWS)
+
+
+# ---------------------------------------------------------------- issue 18: the entry points
+#
+# Each row runs a real entry point: ``pspnet-train`` (``train.main`` in-process, or a
+# subprocess where a fault could hang it), ``pspnet-study`` (``study.main``) or a notebook cell
+# (an IPython shell running ``notebook.setup``). It asserts the exit code and the one-line
+# message, that no ``Traceback`` appears (``traceback=True``: that one does), and that the watched
+# files did not change.
+
+
+@dataclass
+class Entry:
+    argv: list[str]
+    watch: list[Path]
+    tool: str = "train"  # train | study | subprocess | cell (argv[0] is the cell's code)
+    check: Callable[[str, str], None] | None = None  # (stdout, stderr)
+    hold: Callable[[], Any] | None = None  # a context held while the entry point runs
+    may_change: tuple[str, ...] = ()
+
+
+@dataclass
+class CliRow:
+    id: str
+    setup: Callable[[Path, pytest.MonkeyPatch], Entry]
+    code: int
+    match: str
+    stream: str = "err"
+    slow: bool = False
+    traceback: bool = False
+
+
+def tiny_params(tmp: Path, **sections: Any) -> Path:
+    return write_tiny(tmp / "home", **sections)
+
+
+def no_run_folder(tmp: Path) -> Callable[[str, str], None]:
+    def check(out, err):
+        runs_dir = tmp / "home" / "runs"
+        assert not runs_dir.exists() or list(runs_dir.iterdir()) == [], "a run folder was left"
+    return check
+
+
+def _cli(*argv: str, tool: str = "train", **kw: Any):
+    """A row whose fault is only in the arguments (the tiny preset, nothing else)."""
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+        args = [a.replace("PARAMS", str(params)) for a in argv]
+        if tool != "cell":
+            args = ["--params", str(params), *args] if "--params" not in args else args
+        return Entry(args, [tmp / "home"], tool=tool, **kw)
+    return setup
+
+
+def _preset_file(content: bytes | str, *argv: str):
+    def setup(tmp, mp):
+        path = tmp / "preset.yaml"
+        if isinstance(content, str):
+            path.write_text(content)
+        else:
+            path.write_bytes(content)
+        return Entry(["--params", str(path), *argv], [tmp])
+    return setup
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdef", "bcdefg", strict=True)) + "name: *g\n"
+
+
+def _params_folder(suffix: str):
+    def setup(tmp, mp):
+        folder = tmp / f"presets{suffix}"
+        folder.mkdir()
+        return Entry(["--params", str(folder), "--list"], [tmp])
+    return setup
+
+
+def _home_is_file(tmp, mp):
+    params = write_tiny(tmp / "p", runs_dir="runs")  # relative: under PSPNET_HOME
+    home = tmp / "homefile"
+    home.write_text("not a folder\n")
+    mp.setenv("PSPNET_HOME", str(home))
+    return Entry(["--params", str(params), "--run", "adam_none"], [tmp])
+
+
+def _device_cuda(tmp, mp):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    params = tiny_params(tmp)
+    return Entry(["--params", str(params), "--device", "cuda", "--run", "adam_none"], [tmp],
+                 check=no_run_folder(tmp))
+
+
+def _long_run_name(tmp, mp):
+    params = tiny_params(tmp, runs={"r" * 250: {"task": "voc"}})
+    return Entry(["--params", str(params), "--run", "all"], [tmp], check=no_run_folder(tmp))
+
+
+def _fit_raises(exc: BaseException):
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+
+        def fit(*a, **k):
+            raise exc
+        mp.setattr(engine, "fit", fit)
+        return Entry(["--params", str(params), "--run", "adam_none"], [tmp])
+    return setup
+
+
+def _leaf_folder(tmp: Path, bad: str) -> Path:
+    """A leaf folder of 10 pairs (24 px), one image replaced by ``bad``."""
+    root = tmp / "leafdata"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    for i in range(10):
+        Image.new("RGB", (24, 24), (40, 160, 40)).save(root / "images" / f"leaf_{i}.png")
+        gray_mask((0, 255)).save(root / "masks" / f"leaf_{i}.png")
+    target = root / "images" / "leaf_3.png"
+    if bad == "corrupt":
+        target.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    elif bad == "bomb":
+        target.write_bytes(bomb_png(40000, 40000))
+    return root
+
+
+def _leaf_train(bad: str, workers: int = 0):
+    def setup(tmp, mp):
+        root = _leaf_folder(tmp, bad)
+        params = tiny_params(tmp, data={"leaf_source": "folder", "leaf_root": str(root),
+                                        "num_workers": workers})
+        return Entry(["--params", str(params), "--run", "leaf_sgd_affine"], [tmp],
+                     check=no_run_folder(tmp))
+    return setup
+
+
+def _list_with_bad_checkpoint(tmp, mp):
+    r = fake_run(tmp, 2)
+    r.checkpoint_path.write_bytes(b"garbage, not a checkpoint")
+
+    def check(out, err):
+        lines = {ln.split()[0]: ln for ln in out.splitlines()}
+        assert set(lines) == {"sgd_mix", "adam_none", "leaf_sgd_affine"}
+        assert "absent" in lines["sgd_mix"] and "absent" in lines["leaf_sgd_affine"]
+    return Entry(["--params", str(tmp / "home" / "tiny.yaml"), "--list"], [tmp], check=check)
+
+
+def _damaged_debug(tmp, mp):
+    r = fake_run(tmp, 2)
+    r.checkpoint_path.write_bytes(b"garbage, not a checkpoint")
+    return Entry(["--params", str(tmp / "home" / "tiny.yaml"), "--run", "adam_none", "--debug"],
+                 [tmp])
+
+
+def _weights_removed_cli(*argv: str, history: str | None = None, old_marker: bool = False):
+    """A finished run whose checkpoint.pt was deleted (to save space); ``history`` edits
+    history.csv afterwards; ``old_marker`` writes DONE as older versions did (a time only)."""
+    def setup(tmp, mp):
+        r = fake_run(tmp, 3, done=True)
+        r.checkpoint_path.unlink()
+        if old_marker:
+            r.done_path.write_text("2026-01-01T00:00:00+00:00\n")
+        if history is not None:
+            frame = pd.read_csv(r.history_path)
+            if history == "missing":
+                r.history_path.unlink()
+            else:
+                if history == "nan":
+                    frame.loc[1, "train_loss"] = float("nan")
+                elif history == "negative":
+                    frame.loc[1, "heldout_loss"] = -1.0
+                elif history == "1e308":
+                    frame.loc[2, "train_loss"] = 1e308
+                elif history == "extra-column":
+                    frame["injected"] = 1.0
+                elif history == "edited":
+                    frame.loc[2, "heldout_miou"] = 0.99
+                r.history_path.write_text(frame.to_csv(index=False))
+        return Entry(["--params", str(tmp / "home" / "tiny.yaml"), *argv], [tmp])
+    return setup
+
+
+def _copied_checkpoint(*argv: str):
+    def setup(tmp, mp):
+        src = fake_run(tmp, 2, run="adam_none")
+        dst = fake_run(tmp, 1, run="sgd_mix")
+        dst.checkpoint_path.write_bytes(src.checkpoint_path.read_bytes())
+        return Entry(["--params", str(tmp / "home" / "tiny.yaml"), *argv], [tmp])
+    return setup
+
+
+def _lock_file_removed(replace: bool):
+    def setup(tmp, mp):
+        r = fake_run(tmp, 1)
+        ctx = {}
+
+        @contextlib.contextmanager
+        def hold():  # a trainer holds the run; then someone deletes (or replaces) .lock
+            with runs.run_lock(r):
+                (r.dir / ".lock").unlink()
+                if replace:
+                    (r.dir / ".lock").write_text("")
+                ctx["held"] = True
+                yield
+        return Entry(["--params", str(tmp / "home" / "tiny.yaml"), "--run", "adam_none"],
+                     [tmp], hold=hold)
+    return setup
+
+
+def _fifo(name: str, *argv: str):
+    def setup(tmp, mp):
+        r = fake_run(tmp, 2)
+        if name != "checkpoint.pt":
+            r.checkpoint_path.unlink()
+        (r.dir / name).unlink(missing_ok=True)
+        os.mkfifo(r.dir / name)
+        return Entry(["--params", str(tmp / "home" / "tiny.yaml"), *argv],
+                     [r.dir / "params.yaml"], tool="subprocess")
+    return setup
+
+
+def _outside_folder(tmp: Path) -> Path:
+    outside = tmp / "outside"
+    outside.mkdir()
+    (outside / ".precious.tmp").write_text("a user's file that looks like a temp file\n")
+    (outside / "notes.txt").write_text("keep me\n")
+    return outside
+
+
+def _symlinked_run(*argv: str):
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+        rc = resolve_run(load_params(params), "adam_none")
+        link = runs.run_dir(rc)
+        link.parent.mkdir(parents=True)
+        os.symlink(_outside_folder(tmp), link)
+
+        def check(out, err):
+            assert link.is_symlink() and (tmp / "outside" / ".precious.tmp").exists()
+        return Entry(["--params", str(params), *argv], [tmp / "outside"], check=check)
+    return setup
+
+
+def _run_folder_is_file(tmp, mp):
+    params = tiny_params(tmp)
+    path = runs.run_dir(resolve_run(load_params(params), "adam_none"))
+    path.parent.mkdir(parents=True)
+    path.write_text("a file where the run folder goes\n")
+    return Entry(["--params", str(params), "--run", "adam_none"], [tmp])
+
+
+def _foreign_data(kind: str):
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+        target = tmp / "home" / "data" / "synthetic" / "voc"
+        target.parent.mkdir(parents=True)
+        if kind == "file":
+            target.write_text("my own notes, not a dataset\n")
+        elif kind == "symlink":
+            os.symlink(_outside_folder(tmp), target)
+        else:
+            target.mkdir()
+            (target / "mine.txt").write_text("my own data\n")
+
+        def check(out, err):
+            no_run_folder(tmp)(out, err)
+            assert os.path.lexists(target)
+            if kind == "symlink":
+                assert os.readlink(target) == str(tmp / "outside")
+        return Entry(["--params", str(params), "--run", "adam_none"],
+                     [tmp / "home" / "data", tmp / "outside"], check=check)
+    return setup
+
+
+def _study_second(tmp, mp):
+    params = tiny_params(tmp)
+    out_dir = tmp / "home" / "outputs" / "tiny"
+    out_dir.mkdir(parents=True)
+    (out_dir / "index.html").write_text("<html>the first study's index</html>\n")
+
+    @contextlib.contextmanager
+    def hold():  # the first study holds its outputs folder
+        fd = study._study_lock(out_dir)
+        try:
+            yield
+        finally:
+            os.close(fd)
+    return Entry(["--params", str(params), "--no-html", "--no-progress"], [out_dir],
+                 tool="study", hold=hold)
+
+
+def _study_index(alive: bool):
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+        out_dir = tmp / "home" / "outputs" / "tiny"
+        out_dir.mkdir(parents=True)
+        jobs = study.plan()
+        study.write_index(out_dir, [], tmp / "figs", "tiny", pending=jobs[1:], running=jobs[0])
+        hold = None
+        if alive:
+            @contextlib.contextmanager
+            def hold():
+                fd = study._study_lock(out_dir)
+                try:
+                    yield
+                finally:
+                    os.close(fd)
+
+        def check(out, err):
+            page = (out_dir / "index.html").read_text()
+            if not alive:
+                assert "<td>running</td>" not in page and "<td>pending</td>" not in page
+                assert "<td>interrupted</td>" in page and "study interrupted" in page
+        return Entry(["--params", str(params), "--status"], [] if not alive else [out_dir],
+                     tool="study", hold=hold, check=check)
+    return setup
+
+
+def _cell(code: str):
+    def setup(tmp, mp):
+        params = tiny_params(tmp)
+        return Entry([code.replace("PARAMS", str(params))], [tmp], tool="cell")
+    return setup
+
+
+SETUP = "from pspnet_core.notebook import setup, check_index\n"
+CLI_ROWS: list[CliRow] = [
+    # pattern: no traceback from the command lines
+    CliRow("cli-params-folder", _params_folder(""), 2, r"presets is a folder; give a preset"),
+    CliRow("cli-params-folder-yaml", _params_folder(".yaml"), 2, r"presets\.yaml is a folder"),
+    CliRow("cli-params-not-utf8", _preset_file(b"name: caf\xe9\n", "--list"), 2,
+           r"preset\.yaml: not UTF-8 text \(byte 9"),
+    CliRow("cli-pspnet-home-is-file", _home_is_file, 1,
+           r"adam_none \(seed 0\): .*homefile.*Not a directory.*check PSPNET_HOME"),
+    CliRow("cli-device-cuda-without-gpu", _device_cuda, 2,
+           r"device 'cuda' requested .*use --device cpu"),
+    CliRow("cli-run-name-250-characters", _long_run_name, 2,
+           r"runs\.r+\.\.\. is 250 characters long|is 250 characters long; names become"),
+    CliRow("cli-ctrl-c", _fit_raises(KeyboardInterrupt()), 130, r"^error: interrupted \(Ctrl-C\)"),
+    CliRow("cli-disk-full", _fit_raises(OSError(errno.ENOSPC, "No space left on device")), 1,
+           r"adam_none \(seed 0\): No space left on device \(the disk is full"),
+    CliRow("cli-read-only", _fit_raises(OSError(errno.EROFS, "Read-only file system", "/r")), 1,
+           r"/r: Read-only file system \(the file system is read-only"),
+    CliRow("cli-a-bug-keeps-its-traceback", _fit_raises(TypeError("boom")), 1,
+           r"Traceback.*TypeError: boom.*an unexpected TypeError \(a bug in pspnet_core",
+           traceback=True),
+    CliRow("cli-debug-shows-the-traceback", _damaged_debug, 1,
+           r"Traceback.*error: adam_none \(seed 0\): checkpoint .* is damaged", traceback=True),
+    CliRow("cli-corrupt-image-2-workers", _leaf_train("corrupt", workers=2), 1,
+           r"^error: leaf_sgd_affine \(seed 0\): cannot read image .*leaf_3\.png \(corrupt",
+           slow=True),
+    CliRow("cli-corrupt-image-first-epoch", _leaf_train("corrupt"), 1,
+           r"cannot read image .*leaf_3\.png \(corrupt", slow=True),
+    CliRow("cli-list-one-bad-run", _list_with_bad_checkpoint, 0,
+           r"adam_none\s+s0\s+damaged: checkpoint .*checkpoint\.pt is damaged", stream="out"),
+    # 1. DONE without a checkpoint
+    CliRow("cli-weights-removed-run", _weights_removed_cli("--run", "adam_none"), 0,
+           r"^adam_none: done \(weights removed\), ", stream="out"),
+    CliRow("cli-weights-removed-list", _weights_removed_cli("--list"), 0,
+           r"adam_none\s+s0\s+done \(weights removed\)", stream="out"),
+    CliRow("cli-done-marker-only", _weights_removed_cli("--run", "adam_none", old_marker=True),
+           1, r"checkpoint\.pt is missing and DONE holds no record.*" + DELETE),
+    CliRow("cli-done-no-checkpoint-no-history-list",
+           _weights_removed_cli("--list", history="missing"), 0,
+           r"adam_none\s+s0\s+damaged: .*marked DONE but has neither checkpoint\.pt nor "
+           r"history\.csv", stream="out"),
+    CliRow("cli-doctored-history-nan", _weights_removed_cli("--run", "adam_none", history="nan"),
+           1, r"history\.csv is damaged \(train_loss holds nan \(not a finite number\)\)"),
+    CliRow("cli-doctored-history-negative",
+           _weights_removed_cli("--run", "adam_none", history="negative"), 1,
+           r"history\.csv is damaged \(heldout_loss holds a negative value -1\.0\)"),
+    CliRow("cli-doctored-history-1e308",
+           _weights_removed_cli("--run", "adam_none", history="1e308"), 1,
+           r"history\.csv is damaged \(train_loss holds 1e\+308 \(above 1e\+06\)\)"),
+    CliRow("cli-doctored-history-extra-column",
+           _weights_removed_cli("--run", "adam_none", history="extra-column"), 1,
+           r"history\.csv is damaged \(columns \['injected'\] that training never writes\)"),
+    CliRow("cli-doctored-history-edited",
+           _weights_removed_cli("--list", history="edited"), 0,
+           r"adam_none\s+s0\s+damaged: .*history\.csv differs from the history recorded when "
+           r"the run finished", stream="out"),
+    # 2. a checkpoint copied in from another run
+    CliRow("cli-copied-checkpoint-run", _copied_checkpoint("--run", "sgd_mix"), 1,
+           r"sgd_mix \(seed 0\): checkpoint .*sgd_mix-s0-\w+/checkpoint\.pt belongs to another "
+           r"run \(its run hash is '\w+', this folder's is '\w+'\)"),
+    CliRow("cli-copied-checkpoint-list", _copied_checkpoint("--list"), 0,
+           r"sgd_mix\s+s0\s+damaged: checkpoint .* belongs to another run", stream="out"),
+    # 3. deleting .lock while a trainer holds the run
+    CliRow("cli-lock-file-deleted", _lock_file_removed(False), 1,
+           r"adam_none \(seed 0\): run 'adam_none' in .* is being trained by another process"),
+    CliRow("cli-lock-file-replaced", _lock_file_removed(True), 1,
+           r"is being trained by another process \(pid unknown\)"),
+    # 4. bounded parsing
+    CliRow("cli-yaml-billion-laughs", _preset_file(BILLION_LAUGHS, "--list"), 2,
+           r"preset\.yaml: not valid YAML: .*YAML aliases \(\*a\) are not allowed"),
+    CliRow("cli-set-yaml-alias", _cli("--set", "seeds=[&x 1, *x]", "--list"), 2,
+           r"--set 'seeds=\[&x 1, \*x\]': value is not valid YAML: .*aliases"),
+    CliRow("cli-long-value-truncated", _cli("--set", "name=" + "x" * 100_000, "--list"), 2,
+           r"name: 'x+\.\.\. \(100002 characters\) is 100000 characters long"),
+    CliRow("cli-preset-over-1mb", _preset_file("#" * (2 << 20) + "\n", "--list"), 2,
+           r"preset\.yaml: not valid YAML|preset\.yaml: \d+ characters, more than a preset"),
+    CliRow("cli-yaml-huge-integer", _preset_file("seeds: [" + "9" * 5000 + "]\n", "--list"), 2,
+           r"preset\.yaml: not valid YAML: .*(digits|limit)"),
+    CliRow("cli-yaml-nested-deep", _preset_file("a: " + "[" * 50_000 + "\n", "--list"), 2,
+           r"preset\.yaml: not valid YAML"),
+    # 6. a checkpoint (or history.csv, DONE) that is a named pipe never blocks
+    CliRow("cli-checkpoint-fifo-list", _fifo("checkpoint.pt", "--list"), 0,
+           r"adam_none\s+s0\s+damaged: .*checkpoint\.pt is a named pipe \(FIFO\)", stream="out"),
+    CliRow("cli-checkpoint-fifo-run", _fifo("checkpoint.pt", "--run", "adam_none"), 1,
+           r"checkpoint\.pt is a named pipe \(FIFO\), not a file the run store wrote"),
+    CliRow("cli-history-fifo-list", _fifo("history.csv", "--list"), 0,
+           r"adam_none\s+s0\s+damaged: .*history\.csv is a named pipe", stream="out"),
+    CliRow("cli-done-fifo-list", _fifo("DONE", "--list"), 0,
+           r"adam_none\s+s0\s+damaged: .*DONE is a named pipe", stream="out"),
+    # 7. a run folder that is a symbolic link
+    CliRow("cli-run-folder-symlink-run", _symlinked_run("--run", "adam_none"), 1,
+           r"run folder .*adam_none-s0-\w+ is a symbolic link \(to .*outside\); the run store "
+           r"never follows links"),
+    CliRow("cli-run-folder-symlink-list", _symlinked_run("--list"), 0,
+           r"adam_none\s+s0\s+damaged: run folder .* is a symbolic link", stream="out"),
+    CliRow("cli-run-folder-is-a-file", _run_folder_is_file, 1,
+           r"run folder .*adam_none-s0-\w+ is a file, not a folder"),
+    # 8. a path the project did not create, at the generated-data folder
+    CliRow("cli-generated-data-path-is-users-file", _foreign_data("file"), 1,
+           r"synthetic/voc exists and is a file, not a generated dataset; refusing to overwrite"),
+    CliRow("cli-generated-data-path-is-users-link", _foreign_data("symlink"), 1,
+           r"synthetic/voc exists and is a symbolic link to .*outside that the generator did "
+           r"not make"),
+    CliRow("cli-generated-data-path-is-users-folder", _foreign_data("folder"), 1,
+           r"synthetic/voc exists and is a folder that is not a generated dataset"),
+    # 10. a decompression bomb
+    CliRow("cli-decompression-bomb", _leaf_train("bomb"), 1,
+           r"leaf_sgd_affine \(seed 0\): image .*leaf_3\.png is too large to decode safely",
+           slow=True),
+    # 6 (item): the study's index under concurrency
+    CliRow("study-second-refused", _study_second, 1,
+           r"^error: another study \(pid \d+\) is writing .*outputs/tiny"),
+    CliRow("study-killed-index-interrupted", _study_index(alive=False), 0,
+           r"index\.html: interrupted", stream="out"),
+    CliRow("study-running-index-stays-running", _study_index(alive=True), 0,
+           r"index\.html: running", stream="out"),
+    CliRow("study-set-alias", _cli("--set", "x=[&a 1, *a]", tool="study"), 2,
+           r"value is not valid YAML: .*aliases"),
+    # item 1: the notebooks' parameters, validated like preset keys (one line in the cell)
+    CliRow("cell-unknown-optimizer", _cell(SETUP + "setup('PARAMS', {}, optimizer='rmsprop')"),
+           2, r"^error: notebook parameter optimizer: 'rmsprop' is not allowed; use one of "
+           r"sgd, adam", stream="out"),
+    CliRow("cell-seed-not-in-preset", _cell(SETUP + "setup('PARAMS', {}, seed=7)"), 2,
+           r"^error: notebook parameter seed: 7 is not one of the seeds \[0\] of preset 'tiny'",
+           stream="out"),
+    CliRow("cell-unknown-run-name", _cell(SETUP + "setup('PARAMS', {}, run_name='nope')"), 2,
+           r"^error: notebook parameter run_name: 'nope' is not a run of preset 'tiny'",
+           stream="out"),
+    CliRow("cell-negative-leaf-index", _cell(SETUP + "setup('PARAMS', {}, leaf_index=-1)"), 2,
+           r"^error: notebook parameter leaf_index: -1 must be an integer >= 0", stream="out"),
+    CliRow("cell-leaf-index-out-of-range", _cell(SETUP + "check_index('leaf_index', 99, 8)"), 2,
+           r"^error: notebook parameter leaf_index: 99 is out of range: there are 8 \(0\.\.7\)",
+           stream="out"),
+    CliRow("cell-overrides-wrong-type", _cell(SETUP + "setup('PARAMS', 'train.epochs=2')"), 2,
+           r"^error: notebook parameter overrides: 'train\.epochs=2' must be a mapping",
+           stream="out"),
+    CliRow("cell-n-show-zero", _cell(SETUP + "setup('PARAMS', {}, n_show=0)"), 2,
+           r"^error: notebook parameter n_show: 0 must be an integer >= 1", stream="out"),
+    CliRow("cell-override-unknown-key", _cell(SETUP + "setup('PARAMS', {'train.epoch': 3})"), 2,
+           r"^error: .*tiny\.yaml: unknown key 'train\.epoch'", stream="out"),
+    CliRow("cell-override-alias", _cell(SETUP + "setup('PARAMS', {'seeds': 'x'})"), 2,
+           r"^error: .*seeds: expected a list", stream="out"),
+]
+
+
+def _run_cell(code: str) -> tuple[int, str]:
+    """Run ``code`` as a notebook cell (an IPython shell); (exit code it stands for, output)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    buf = io.StringIO()
+    shell = InteractiveShell.instance()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        result = shell.run_cell(code)
+    err = result.error_in_exec
+    return (0 if err is None else getattr(err, "code", 1)), buf.getvalue()
+
+
+@pytest.mark.parametrize("row", [
+    pytest.param(r, id=r.id, marks=[pytest.mark.slow] if r.slow else []) for r in CLI_ROWS])
+def test_entry_point_fault(row: CliRow, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PSPNET_STOP_AFTER_EPOCH", raising=False)
+    monkeypatch.delenv("PSPNET_DEBUG", raising=False)
+    entry = row.setup(tmp_path, monkeypatch)
+    hold = entry.hold() if entry.hold is not None else contextlib.nullcontext()
+    with hold:
+        before = snapshot(entry.watch)
+        if entry.tool == "train":
+            code = train.main(entry.argv)
+            out, err = capsys.readouterr()
+        elif entry.tool == "study":
+            code = study.main(entry.argv)
+            out, err = capsys.readouterr()
+        elif entry.tool == "cell":
+            code, out = _run_cell(entry.argv[0])
+            err = out
+        else:  # a fault that could hang the command: a subprocess with a deadline
+            proc = subprocess.run(
+                [sys.executable, "-m", "pspnet_core.train", *entry.argv], cwd=tmp_path,
+                env=subprocess_env(Path(os.environ["PSPNET_HOME"])), capture_output=True,
+                text=True, timeout=120)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+    text = out if row.stream == "out" else err
+    assert code == row.code, (code, out, err)
+    assert re.search(row.match, text, re.DOTALL | re.MULTILINE), (out, err)
+    assert ("Traceback" in out + err) == row.traceback, (out, err)
+    assert len(err) < 6000 or row.traceback, f"{len(err)} characters of stderr"
+    after = snapshot(entry.watch)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    changed = {k for k in changed if not any(k.endswith(m) for m in entry.may_change)}
+    assert not changed, f"files changed: {sorted(changed)}"
+    if entry.check is not None:
+        entry.check(out, err)
+
+
+def test_issue_18_adds_forty_rows_or_more():
+    """The issue-9 suite had 78 rows; issue 18 adds at least 40, every id distinct."""
+    assert len(ROWS) + len(CLI_ROWS) >= 78 + 40
+    ids = [r.id for r in ROWS] + [r.id for r in CLI_ROWS]
+    assert len(set(ids)) == len(ids)
 
 
 # ---------------------------------------------------------------- determinism with the knobs
