@@ -476,6 +476,8 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
             class_index=None if leaf else class_w.value, threshold=thr_w.value))
 
     def refill(*_):
+        if state["busy"]:  # a control set by the code itself: one redraw at the end
+            return
         state["busy"] = True
         try:
             table = current_table()
@@ -545,6 +547,8 @@ def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -
             img_w.value))
 
     def refill(*_):
+        if state["busy"]:  # a control set by the code itself: one redraw at the end
+            return
         state["busy"] = True
         try:
             for r, s in ((a_run, a_seed), (b_run, b_seed)):

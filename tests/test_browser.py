@@ -369,9 +369,9 @@ return sel.options[arguments[1]].text;
 
 
 def _explorer_shot(driver, name: str) -> None:
-    _js(driver, """const i = document.querySelector(
-        '.jp-NotebookPanel:not(.lm-mod-hidden) img.pspnet-image');
-        if (i) i.scrollIntoView({block: 'center'});""")
+    _js(driver, """const e = document.querySelector(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) .pspnet-explorer');
+        if (e) e.scrollIntoView({block: 'start'});""")  # the controls and the image
     time.sleep(1)
     driver.save_screenshot(str(SHOTS / name))
 
@@ -380,12 +380,13 @@ def _drive_explorer(driver) -> None:
     """Images tab; another run, then another image: the shown image changes each time."""
     from selenium.webdriver.common.by import By
 
+    tab = _wait(driver, lambda d: next((t for t in d.find_elements(
+        By.CSS_SELECTOR, ".pspnet-explorer .lm-TabBar-tab") if t.text.strip() == "Images"), None),
+        60, "the explorer's Images tab")
+    _js(driver, "arguments[0].scrollIntoView({block: 'center'})", tab)
+    tab.click()
     state = _wait(driver, lambda d: (lambda s: s if s and s["loaded"] and s["images"] else None)(
         _js(d, WIDGET_JS)), 120, "the explorer's Images tab to show an image")
-    tab = next((t for t in driver.find_elements(By.CSS_SELECTOR, ".pspnet-explorer .lm-TabBar-tab")
-                if t.text.strip() == "Images"), None)
-    assert tab is not None, "no Images tab in the explorer"
-    tab.click()
     _explorer_shot(driver, "07_explore-images.png")
     assert len(state["runs"]) >= 2, f"the run dropdown offers {state['runs']}"
     other = next(i for i, r in enumerate(state["runs"]) if r != state["run"])

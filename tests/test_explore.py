@@ -298,10 +298,10 @@ def test_own_data_preset_through_notebook_07(tmp_path):
     """An 11-class street preset with void 11 and a separate held-out folder: notebook 07
     trains its run (1 epoch) through the real data code and shows the preset's classes."""
     root = street_folders(tmp_path / "data" / "streets")
-    preset = write_tiny(tmp_path, name="streets.yaml", seeds=[0], train={"epochs": 1},
-                        runs={"sgd_affine": {"regime": "affine"}})
+    preset = write_tiny(tmp_path, name="streets.yaml", seeds=[0], train={"epochs": 1})
     tree = yaml.safe_load(preset.read_text())
     tree["name"] = "streets"
+    tree["runs"] = {"sgd_affine": {"regime": "affine"}}  # the one run this preset trains
     tree["figures_dir"] = str(tmp_path / "figures")
     for key, value in street_overrides(root).items():
         tree["data"][key.split(".", 1)[1]] = value
