@@ -148,3 +148,118 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference_run, tmp_pat
     assert "sgd_mix: done" in out.stdout
     assert run.done and not leftover.exists()  # swept on restart
     assert_same_run(run, ref)
+
+
+# ---------------------------------------------------------------- issue 18: the lock and the folder
+
+
+def _partial(tmp_path, epochs_saved: int = 1) -> runs.Run:
+    rc = resolve_run(load_params(write_tiny(tmp_path)), "adam_none")
+    r = runs.Run(rc, runs.run_dir(rc))
+    with runs.run_lock(r):
+        runs.start_run(r, torch.device("cpu"))
+        runs.save_epoch(r, {"model": {"w": torch.zeros(2)}, "optimizer": {}, "scheduler": {},
+                            "epoch": epochs_saved, "run_hash": r.hash,
+                            "history": [{"epoch": e, "train_loss": 1.0, "heldout_loss": 1.0,
+                                         "lr": 0.1} for e in range(1, epochs_saved + 1)]})
+    return r
+
+
+def test_the_lock_is_the_folder_not_the_lock_file(tmp_path):
+    r = _partial(tmp_path)
+    with runs.run_lock(r):
+        assert runs.lock_holder(r) == str(os.getpid())
+        (r.dir / runs.LOCK_FILE).unlink()  # deleting the pid record releases nothing
+        with pytest.raises(runs.RunBusyError, match=r"being trained by another process"):
+            with runs.run_lock(r):
+                pass
+    assert runs.lock_holder(r) is None
+    with runs.run_lock(r):  # free again once the holder closed it
+        pass
+
+
+def test_a_failure_before_the_first_checkpoint_leaves_no_folder(tmp_path):
+    rc = resolve_run(load_params(write_tiny(tmp_path)), "adam_none")
+    r = runs.Run(rc, runs.run_dir(rc))
+    with pytest.raises(RuntimeError, match="bad data"), runs.run_lock(r):
+        runs.start_run(r, torch.device("cpu"))
+        raise RuntimeError("bad data in epoch 1")
+    assert not r.dir.exists() and runs.open_run(rc).status == "absent"
+    # a file the store did not write is never removed (nor its folder)
+    with pytest.raises(RuntimeError), runs.run_lock(r):
+        (r.dir / "notes.txt").write_text("mine\n")
+        raise RuntimeError("bad data")
+    assert (r.dir / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_symlinked_run_folder_is_never_followed(tmp_path):
+    rc = resolve_run(load_params(write_tiny(tmp_path)), "adam_none")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".x.tmp").write_text("keep\n")
+    link = runs.run_dir(rc)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(outside)
+    r = runs.Run(rc, link)
+    with pytest.raises(runs.RunFileError, match="is a symbolic link"):
+        with runs.run_lock(r):
+            pass
+    assert (outside / ".x.tmp").exists() and r.status == "damaged"
+    assert runs.lock_holder(r) is None
+
+
+def test_done_record_and_weights_removed(tmp_path):
+    r = _partial(tmp_path, 3)
+    opened = runs.open_run(r.run_cfg)  # finalized: DONE with its record
+    record = opened.done_record()
+    assert record["run_hash"] == r.hash and record["epochs"] == 3
+    assert opened.status == "done" and opened.done
+    hist = opened.history
+    r.checkpoint_path.unlink()
+    again = runs.open_run(r.run_cfg)
+    assert again.status == "done (weights removed)" and again.done
+    assert again.history.equals(hist)
+    with pytest.raises(runs.RunNotTrainedError, match="weights were removed"):
+        again.checkpoint()
+    table = runs.list_runs(load_params(tmp_path / "tiny.yaml"))
+    row = table[table["run"] == "adam_none"].iloc[0]
+    assert row["status"] == "done (weights removed)" and row["epochs_done"] == 3
+
+
+def test_list_runs_marks_a_damaged_run_and_lists_the_rest(tmp_path):
+    r = _partial(tmp_path, 2)
+    r.checkpoint_path.write_bytes(b"not a checkpoint")
+    table = runs.list_runs(load_params(tmp_path / "tiny.yaml"))
+    assert len(table) == 3
+    bad = table[table["run"] == "adam_none"].iloc[0]
+    assert bad["status"] == "damaged" and bad["describe"].startswith("damaged: checkpoint")
+    assert set(table[table["run"] != "adam_none"]["status"]) == {"absent"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_one_line_and_exit_130(tmp_path):
+    """SIGINT to a training pspnet-train: exit 130, one line, no traceback, and a run killed
+    before its first checkpoint leaves no folder."""
+    params = write_tiny(tmp_path)
+    run = runs.Run(resolve_run(load_params(params), "sgd_mix"),
+                   runs.run_dir(resolve_run(load_params(params), "sgd_mix")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pspnet_core.train", "--params", str(params), "--run", "sgd_mix"],
+        cwd=tmp_path, env=subprocess_env(tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (run.dir / "env.json").exists():  # training has started
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().startswith("error: interrupted (Ctrl-C)"), err
+    assert len(err.strip().splitlines()) == 1, err
+    if not run.checkpoint_path.exists():
+        assert not run.dir.exists()
