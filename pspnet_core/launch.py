@@ -125,8 +125,8 @@ class TrainPair(submitit.helpers.Checkpointable):
         out: dict[str, Any] = {"run": run, "seed": seed}
         try:
             r = engine.get_run(cfg, run, seed=seed)
-        except USER_ERRORS as err:
-            r = runs.open_run(resolve_run(cfg, run, seed))
+        except (*USER_ERRORS, runs.RunFileError) as err:
+            r = runs.peek_run(resolve_run(cfg, run, seed))
             out["error"] = str(err)
         out.update(status=r.describe(), dir=str(r.dir))
         return out
@@ -170,7 +170,7 @@ def plan(
 ) -> tuple[list[Pair], list[Pair]]:
     """(every pair in training order (seed by seed), the pairs to submit): a pair is skipped
     when done, when a process holds its lock, or when its recorded job is still active."""
-    pairs = [Pair(n, s, runs.open_run(resolve_run(cfg, n, s))) for s in seeds for n in names]
+    pairs = [Pair(n, s, runs.peek_run(resolve_run(cfg, n, s))) for s in seeds for n in names]
     live = active([recorded[p.r.dir.name] for p in pairs if p.r.dir.name in recorded])
     todo = []
     for p in pairs:
@@ -190,7 +190,7 @@ def table(pairs: Sequence[Pair]) -> list[str]:
     """``--list``'s lines with a job column: run, seed, job id, status, folder."""
     lines = []
     for p in pairs:
-        p.r = runs.open_run(p.r.run_cfg)
+        p.r = runs.peek_run(p.r.run_cfg)  # a damaged run is listed as such
         lines.append(f"{p.run:<18} s{p.seed:<4} {p.job_id or '-':<14} {p.r.describe():<26} "
                      f"{p.r.dir}")
     return lines

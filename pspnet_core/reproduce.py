@@ -24,7 +24,7 @@ from scipy import stats
 
 from pspnet_core import paths
 from pspnet_core.config import StudyConfig, resolve_run
-from pspnet_core.runs import RunFileError, open_run
+from pspnet_core.runs import RunFileError, peek_run
 
 COLUMNS = ("run", "seed", "hash", "status", "epochs", "final_heldout_loss",
            "best_heldout_loss", "metric", "final_metric", "best_metric", "dir")
@@ -39,9 +39,11 @@ def results_table(cfg: StudyConfig) -> pd.DataFrame:
     for name, spec in cfg.runs.items():
         metric = "heldout_dice" if spec.task == "leaf" else "heldout_miou"
         for seed in cfg.seeds:
-            r = open_run(resolve_run(cfg, name, seed))
+            r = peek_run(resolve_run(cfg, name, seed))  # a damaged run is a row too
+            damaged = r.status == "damaged"
             row: dict[str, Any] = {"run": name, "seed": seed, "hash": r.hash,
-                                   "status": r.status, "epochs": r.epochs_done,
+                                   "status": r.status,
+                                   "epochs": None if damaged else r.epochs_done,
                                    "metric": metric.removeprefix("heldout_"),
                                    "dir": _relative(r.dir)}
             try:

@@ -641,6 +641,17 @@ def open_run(run_cfg: RunConfig) -> Run:
     return Run(run_cfg=run_cfg, dir=run_dir(run_cfg)).reconcile()
 
 
+def peek_run(run_cfg: RunConfig) -> Run:
+    """The run's folder, reconciled where its files allow, never raising for a damaged one
+    (listings: its ``status`` is then ``"damaged"`` and ``describe()`` says why)."""
+    r = Run(run_cfg=run_cfg, dir=run_dir(run_cfg))
+    try:
+        r.reconcile()
+    except (RunFileError, ParamsError, OSError):
+        pass  # reported by r.status / r.describe()
+    return r
+
+
 def list_runs(cfg: StudyConfig) -> pd.DataFrame:
     """The run x seed grid of the preset, one row per (run, seed) in preset order: status,
     completed epochs, hash, folder and ``describe`` (a damaged run says why). One bad run folder
@@ -649,13 +660,7 @@ def list_runs(cfg: StudyConfig) -> pd.DataFrame:
     rows = []
     for name in cfg.runs:
         for seed in cfg.seeds:
-            rc = resolve_run(cfg, name, seed)
-            r = Run(run_cfg=rc, dir=run_dir(rc))
-            try:
-                r.reconcile()
-            except (RunFileError, ParamsError, OSError):
-                pass  # reported by the row
-            rows.append(_grid_row(name, seed, r))
+            rows.append(_grid_row(name, seed, peek_run(resolve_run(cfg, name, seed))))
     return pd.DataFrame(rows)
 
 
