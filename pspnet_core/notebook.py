@@ -13,6 +13,10 @@ be relative (to the project root, docs/architecture.md) or absolute.
 or notebook parameter (``optimizer``, ``seed``, ``run_name``, ``n_show``, ``leaf_index``, passed
 as keywords and validated like preset keys) stops the cell with one line, ``error: ...``, instead
 of a traceback (:class:`NotebookError`, which Jupyter and papermill render as that line).
+In a Jupyter kernel it also installs the boundary for the cells after it
+(:func:`install_cell_boundary`): a damaged run, bad data or a full disk later in the notebook is
+one line too; a bug (an unknown exception) keeps its traceback, and ``PSPNET_DEBUG=1`` shows
+every traceback.
 """
 
 from __future__ import annotations
@@ -69,6 +73,35 @@ def check_parameters(cfg: StudyConfig, **parameters: Any) -> None:
                                 "run_name, seed, n_show, leaf_index")
 
 
+def _cell_error(shell: Any, etype: type, value: BaseException, tb: Any,
+                tb_offset: int | None = None) -> list[str]:
+    """IPython's custom exception handler: one line for an expected error, the usual
+    traceback for a bug (or with ``PSPNET_DEBUG=1``)."""
+    if errors.exit_code(value) is None or errors.debug_requested():
+        stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    else:
+        stb = [f"error: {errors.one_line(value)}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def install_cell_boundary() -> bool:
+    """In an IPython kernel, show every later cell's expected error as one line (the CLIs'
+    boundary, ``errors.py``); returns whether it is installed (False outside IPython)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the notebooks' kernel
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    if getattr(shell, "_pspnet_cell_boundary", False):
+        return True
+    shell.set_custom_exc((Exception,), _cell_error)
+    shell._pspnet_cell_boundary = True
+    return True
+
+
 def check_index(key: str, value: int | None, n: int) -> None:
     """``value`` must index a sequence of ``n`` items (None: the notebook's choice)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)
@@ -101,6 +134,7 @@ def setup(
     line naming the preset and the figure folder unless ``announce`` is false. ``parameters``
     are the notebook's own (:func:`check_parameters`). Every expected error is a
     :class:`NotebookError` (one line in the notebook)."""
+    install_cell_boundary()
     if not isinstance(preset, (str, os.PathLike)):
         raise _bad("preset", preset, "must be a preset name or a path to a .yaml file")
     if overrides is not None and (not isinstance(overrides, dict) or not all(

@@ -1321,6 +1321,16 @@ CLI_ROWS: list[CliRow] = [
            r"^error: .*tiny\.yaml: unknown key 'train\.epoch'", stream="out"),
     CliRow("cell-override-alias", _cell(SETUP + "setup('PARAMS', {'seeds': 'x'})"), 2,
            r"^error: .*seeds: expected a list", stream="out"),
+    CliRow("cell-later-damaged-run-one-line", _cell(
+        SETUP + "cfg, _ = setup('PARAMS', {}, announce=False)\n"
+        "from pspnet_core import analysis, runs\nfrom pspnet_core.config import resolve_run\n"
+        "analysis.load_model(runs.Run(resolve_run(cfg, 'adam_none'), PATH))"
+        .replace("PATH", "__import__('pathlib').Path('nowhere')")), 1,
+        r"^error: run 'adam_none' has no checkpoint at nowhere/checkpoint\.pt; train it",
+        stream="out"),
+    CliRow("cell-later-bug-keeps-traceback", _cell(
+        SETUP + "cfg, _ = setup('PARAMS', {}, announce=False)\n{}['missing key']"), 1,
+        r"Traceback|KeyError.*missing key", stream="out", traceback=True),
 ]
 
 
