@@ -123,6 +123,8 @@ def one_line(err: BaseException) -> str:
         text = f"{where}: {what}" if where else what
         if hint and hint != what.lower():
             text += f" ({hint})"
+    elif isinstance(err, OSError) and text.startswith("[Errno") and err.strerror:
+        text = err.strerror  # DiskFullError and friends: their message, without "[Errno 28]"
     elif isinstance(err, UnicodeDecodeError):
         text = f"a file is not UTF-8 text ({err.reason} at byte {err.start})"
     text = " ".join(text.split()) if "\n" in text else text

@@ -1216,6 +1216,10 @@ CLI_ROWS: list[CliRow] = [
     CliRow("cli-ctrl-c", _fit_raises(KeyboardInterrupt()), 130, r"^error: interrupted \(Ctrl-C\)"),
     CliRow("cli-disk-full", _fit_raises(OSError(errno.ENOSPC, "No space left on device")), 1,
            r"adam_none \(seed 0\): No space left on device \(the disk is full"),
+    CliRow("cli-disk-full-at-save", _fit_raises(runs.DiskFullError(
+        errno.ENOSPC, "cannot save /r/checkpoint.pt: the disk is full; free some space")), 1,
+        r"^error: adam_none \(seed 0\): cannot save /r/checkpoint\.pt: the disk is full; free "
+        r"some space$"),
     CliRow("cli-read-only", _fit_raises(OSError(errno.EROFS, "Read-only file system", "/r")), 1,
            r"/r: Read-only file system \(the file system is read-only"),
     CliRow("cli-a-bug-keeps-its-traceback", _fit_raises(TypeError("boom")), 1,
