@@ -35,7 +35,11 @@ running marked ``running``, the rest ``pending``) and rewritten in a ``finally``
 also on Ctrl-C (``interrupted``) or SIGTERM; a notebook's HTML from an earlier study is deleted
 before it reruns, and the outputs of notebooks that did not run (after a failure or an
 interrupt) are deleted and listed as ``not run``. Figures older than the study are marked as
-such in the index.
+such in the index. One study at a time writes a preset's outputs folder: it holds an ``flock`` on
+the folder, taken before anything is written, so a second study is refused (exit 1) and leaves the
+first one's index alone. The index records the study's pid and state; a study killed without its
+``finally`` (SIGKILL, a power cut) leaves ``running`` behind, which :func:`index_state`
+(``--status``) turns into ``interrupted`` on the next read (no process holds the folder's lock).
 
 On the first failing notebook the run stops and the command exits 1 with the notebook, the
 failing cell (execution count, position in the source notebook, first source line) and the
