@@ -64,9 +64,13 @@ def main() -> None:
         rows.append(("redraw: leaf threshold slider",
                      timed(lambda: draw(indices[0], next(thr)), args.repeats)))
     else:
-        ex.probability(run, seed, args.split, indices[0])  # loads the network once
-        rows.append(("redraw: probability of class 0", timed(lambda: explore.figure_png(
-            ex.image_figure(run, seed, args.split, indices[0], class_index=0)), args.repeats)))
+        ex.probability(run, seed, args.split, indices[-1])  # loads the network once
+        rows.append(("first class probability of an image (a forward pass)", timed(
+            lambda: ex.probability(run, seed, args.split, indices[0]))))
+        cls = iter(list(range(1, len(ex.names_palette(run)[0]))) * args.repeats)
+        rows.append(("redraw: another class's probability", timed(lambda: explore.figure_png(
+            ex.image_figure(run, seed, args.split, indices[0], class_index=next(cls))),
+            args.repeats)))
     rows.append(("redraw: curves of the finished runs", timed(lambda: explore.figure_png(
         ex.curves_figure(ready[:3], list(ex.cfg.seeds))), args.repeats)))
 

@@ -176,6 +176,7 @@ class Explorer:
         self._tables: dict[tuple[str, int, str], pd.DataFrame] = {}
         self._ds: dict[tuple[str, str, str], Any] = {}
         self._models: dict[tuple[str, int], Any] = {}
+        self._probs: dict[tuple[str, int, str, int], np.ndarray] = {}  # the last few images
 
     # runs ---------------------------------------------------------------
     def run(self, name: str, seed: int) -> Run:
@@ -256,15 +257,23 @@ class Explorer:
 
     def probability(self, name: str, seed: int, split: str, index: int) -> np.ndarray:
         """Softmax (or the leaf run's sigmoid) maps (K, H, W) of one image; the network is
-        loaded once per (run, seed). The leaf run's maps come from the cache."""
+        loaded once per (run, seed) and the maps of the last 8 images are kept, so choosing
+        another class of the same image only redraws. The leaf run's maps come from the cache."""
         if self.task(name) == "leaf":
             return np.asarray(self.predictions(name, seed, split)["probabilities"][int(index)],
                               dtype=np.float32)[None]
+        cached = self._probs.get((name, int(seed), split, int(index)))
+        if cached is not None:  # another class of the same image: no forward pass
+            return cached
         key = (name, int(seed))
         if key not in self._models:
             self._models[key] = analysis.load_model(self.run(name, seed), "cpu")
         img, _ = self._dataset(name, seed, split)[int(index)]
-        return analysis.class_probability(self._models[key], self.run(name, seed), img)
+        probs = analysis.class_probability(self._models[key], self.run(name, seed), img)
+        if len(self._probs) >= 8:
+            self._probs.pop(next(iter(self._probs)))
+        self._probs[(name, int(seed), split, int(index))] = probs
+        return probs
 
     def selection(self, name: str, seed: int, split: str, index: int,
                   threshold: float = 0.5) -> dict[str, Any]:
