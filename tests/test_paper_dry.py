@@ -4,6 +4,7 @@ real ImageNet loader take, at the paper preset's own paths; its check names what
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -90,3 +91,36 @@ def test_the_check_names_every_missing_figure_and_claims(paper_dry, tmp_path):
     assert cmd[1:5] == ["-m", "pspnet_core.study", "--params", "paper"]
     keys = {arg.split("=")[0] for arg in cmd if "=" in arg}
     assert keys == set(paper_dry.OVERRIDES)  # counts only
+
+
+def test_the_command_fails_naming_what_is_missing_and_passes_when_all_is_written(
+    paper_dry, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(paper_dry, "generate",
+                        lambda root: {"weights": Path(root) / "torch" / "w.pth"})
+    written = list(paper_dry.FIGURES[:-1])
+    seen = {}
+
+    def study(cmd, cwd, env, check):  # what the study would write into the dry-run folder
+        home = Path(env["PSPNET_HOME"])
+        seen.update(home=home, torch=env["TORCH_HOME"], cmd=cmd)
+        fig = home / "figures" / "paper"
+        fig.mkdir(parents=True)
+        (home / "runs").mkdir()
+        for name in written:
+            (fig / f"{name}.png").write_bytes(b"png")
+        if len(written) == len(paper_dry.FIGURES):
+            (fig / "claims.md").write_text("# Claims\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(paper_dry.subprocess, "run", study)
+    assert paper_dry.main(["--root", str(tmp_path)]) == 1
+    assert "missing from" in (err := capsys.readouterr().err)
+    assert "fig15_leaf_review.png, claims.md" in err
+    assert seen["home"] == tmp_path and seen["torch"] == str(tmp_path / "torch")
+    assert (tmp_path / "runs").is_dir()  # a failed dry run keeps its runs
+
+    written.append(paper_dry.FIGURES[-1])  # a rerun starts afresh: figures, runs deleted
+    assert paper_dry.main(["--root", str(tmp_path)]) == 0
+    assert "paper-dry ok" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()

@@ -20,8 +20,9 @@ Everything lives under one git-ignored folder (default ``outputs/paper-dry/``): 
 with ``PSPNET_HOME`` and ``TORCH_HOME`` pointing into it, so its data, runs, figures and executed
 notebooks land there (``data/``, ``runs/``, ``figures/paper/``, ``outputs/paper/``, ``torch/``)
 and the project's own ``runs/``, ``figures/`` and ``outputs/paper/`` are never touched. Runs,
-figures and executed notebooks of an earlier dry run are deleted first (every run trains again);
-the generated inputs are kept while their parameters match.
+figures and executed notebooks of an earlier dry run are deleted first (every run trains again),
+the runs also after a dry run that passed (their checkpoints take about 2 GB); the generated
+inputs are kept while their parameters match.
 
 The check: every figure the notebooks write (fig01..fig15 PNGs) and ``claims.md`` must be in
 ``figures/paper/`` of the dry-run folder; otherwise (or when the study fails) the command exits 1
@@ -282,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"missing from {fig_dir}: {', '.join(missing)}")
         print(f"paper-dry FAILED ({took}): " + "; ".join(problems), file=sys.stderr)
         return 1
-    print(f"paper-dry ok ({took}): {len(FIGURES)} figures and claims.md in {fig_dir}")
+    # the toy runs' checkpoints (about 2 GB) serve nothing once the figures are checked; a
+    # failed dry run keeps them for a look
+    shutil.rmtree(root / "runs", ignore_errors=True)
+    print(f"paper-dry ok ({took}): {len(FIGURES)} figures and claims.md in {fig_dir} "
+          f"(index: {root / 'outputs' / PRESET / 'index.html'}; the runs were deleted)")
     return 0
 
 
