@@ -482,7 +482,8 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
         thr_w.layout.display = "" if leaf else "none"
         _show(image, status, lambda: ex.image_figure(
             run_w.value, seed_w.value, split_w.value, rows_w.value,
-            class_index=None if leaf else class_w.value, threshold=thr_w.value))
+            class_index=None if leaf or class_w.value in (None, -1) else class_w.value,
+            threshold=thr_w.value))
 
     def refill(*_):
         if state["busy"]:  # a control set by the code itself: one redraw at the end
@@ -501,10 +502,11 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
                               for r in ordered.to_dict("records")]
             rows_w.value = int(ordered["index"].iloc[0]) if len(ordered) else None
             names, _ = ex.names_palette(run_w.value)
-            opts = [("(none)", None)] + [(f"{i} {n}", i) for i, n in enumerate(names)]
+            # -1: no class (a Dropdown shows the value None as an empty box)
+            opts = [("(none)", -1)] + [(f"{i} {n}", i) for i, n in enumerate(names)]
             if list(class_w.options) != opts:
                 class_w.options = opts
-                class_w.value = None
+                class_w.value = -1
             info.value = (f"<small>{len(table)} {split_w.value} images of {run_w.value} seed "
                           f"{seed_w.value}; mean loss {table['loss'].mean():.3f}</small>")
         except Exception as err:
