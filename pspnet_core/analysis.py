@@ -66,8 +66,9 @@ def load_model(run: Run, device: str | torch.device = "cpu") -> nn.Module:
     epoch) in eval mode on ``device``; :class:`pspnet_core.runs.RunNotTrainedError` without a
     checkpoint."""
     state = run.checkpoint(map_location="cpu")
-    # the checkpoint holds every weight: do not fetch pretrained ones again
-    model_cfg = dataclasses.replace(run.run_cfg.model, weights=None)
+    # the checkpoint holds every weight: do not fetch pretrained ones again, and freeze nothing
+    # (inference only; freezing a weights=None backbone would warn about random weights)
+    model_cfg = dataclasses.replace(run.run_cfg.model, weights=None, freeze_backbone=False)
     model = build_model(model_cfg, run.run_cfg.num_classes, arch=run.run_cfg.arch)
     model.load_state_dict(state["model"])
     return model.to(device).eval()
