@@ -4,13 +4,15 @@
 ``plots.save_figure(..., provenance=figure_record(cfg, runs))`` writes the record into the PNG
 as a text chunk (no commit, no date: a rerun with the same inputs gives the same bytes) and
 into ``<figure dir>/provenance.json`` under the figure's name. The study adds, per figure, the
-notebook that wrote it and the commit of the code (:func:`code_commit`): the last commit that
-changed ``pspnet_core/``, ``notebooks/`` or ``params/``, so committing regenerated figures does
-not change it.
+notebook that wrote it and the code (:func:`code_commit`): the last commit that changed
+``pspnet_core/``, ``params/`` or the lock, and a hash of the notebooks' code cells (their stored
+outputs change with every regeneration; their code is what matters), so committing regenerated
+figures and notebooks does not change it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -28,7 +30,7 @@ PNG_KEY = "pspnet:provenance"  # the PNG text chunk
 # what a figure's pixels can depend on (the lock pins the rest; these are read back)
 PACKAGES = ("torch", "torchvision", "albumentations", "numpy", "scipy", "pandas", "matplotlib",
             "pillow", "opencv-python-headless", "pyyaml")
-CODE_PATHS = ("pspnet_core", "notebooks", "params", "requirements.lock")
+CODE_PATHS = ("pspnet_core", "params", "requirements.lock")
 
 
 def _version(pkg: str) -> str | None:
@@ -140,10 +142,26 @@ def mark_notebook(fig_dir: str | Path, names: Iterable[str], notebook: str,
     return path
 
 
+def notebook_code_hash(notebooks_dir: str | Path | None = None) -> str:
+    """sha256 (12 hex digits) over every notebook's name and code cells (not outputs)."""
+    h = hashlib.sha256()
+    for nb in sorted(Path(notebooks_dir or paths.NOTEBOOKS_DIR).glob("*.ipynb")):
+        cells = json.loads(nb.read_text()).get("cells", [])
+        h.update(nb.name.encode())
+        for c in cells:
+            if c.get("cell_type") == "code":
+                h.update("".join(c.get("source", "")).encode() + b"\0")
+    return h.hexdigest()[:12]
+
+
 def code_commit(root: str | Path | None = None) -> dict[str, Any]:
-    """The last commit that changed the code (``CODE_PATHS``) and whether those paths have
-    uncommitted changes; nulls outside a git checkout."""
+    """The last commit that changed the code (``CODE_PATHS``), whether those paths have
+    uncommitted changes (nulls outside a git checkout), and :func:`notebook_code_hash`."""
     root = Path(root or paths.SOURCE_ROOT)
+    try:
+        nb_hash = notebook_code_hash(root / "notebooks")
+    except (OSError, ValueError):
+        nb_hash = None
     try:
         def git(*args: str) -> str:
             return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
@@ -151,6 +169,7 @@ def code_commit(root: str | Path | None = None) -> dict[str, Any]:
 
         commit = git("log", "-1", "--format=%H", "--", *CODE_PATHS)
         dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
-        return {"commit": commit or None, "dirty": bool(dirty), "paths": list(CODE_PATHS)}
+        return {"commit": commit or None, "dirty": bool(dirty), "paths": list(CODE_PATHS),
+                "notebooks": nb_hash}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "paths": list(CODE_PATHS)}
+        return {"commit": None, "dirty": None, "paths": list(CODE_PATHS), "notebooks": nb_hash}

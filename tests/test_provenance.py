@@ -55,5 +55,18 @@ def test_study_marks_notebook_and_code_commit_without_losing_records(tmp_path):
 
 def test_code_commit_names_the_last_code_change():
     info = provenance.code_commit()
-    assert set(info) == {"commit", "dirty", "paths"}
+    assert set(info) == {"commit", "dirty", "paths", "notebooks"}
+    assert "notebooks" not in info["paths"] and len(info["notebooks"]) == 12
     assert info["commit"] is None or len(info["commit"]) == 40
+
+
+def test_notebook_code_hash_ignores_outputs(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": ["x = 1\n"], "outputs": []}]}
+    (tmp_path / "01_a.ipynb").write_text(json.dumps(nb))
+    before = provenance.notebook_code_hash(tmp_path)
+    nb["cells"][0]["outputs"] = [{"output_type": "stream", "text": "42"}]
+    (tmp_path / "01_a.ipynb").write_text(json.dumps(nb))
+    assert provenance.notebook_code_hash(tmp_path) == before
+    nb["cells"][0]["source"] = ["x = 2\n"]
+    (tmp_path / "01_a.ipynb").write_text(json.dumps(nb))
+    assert provenance.notebook_code_hash(tmp_path) != before
