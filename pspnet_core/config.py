@@ -275,13 +275,19 @@ class GalleryConfig:
     seed: int = field(default=0, metadata=_rng(0, SEED_MAX))
 
 
+# The default runs' names: the one place they are written. DEFAULT_RUNS, the claims' criteria
+# (which run plays which role) and the notebooks' code use these constants.
+SGD_NONE, SGD_AFFINE, SGD_MIX = "sgd_none", "sgd_affine", "sgd_mix"
+ADAM_AFFINE, ADAM_MIX = "adam_affine", "adam_mix"
+LEAF_RUN, UNET_RUN = "leaf_sgd_affine", "unet_none"
+
 @dataclass(frozen=True)
 class ClaimsConfig:
     """Pre-registered choices of the claims (docs/method.md#claims): fixed before any run is
     read, never chosen from the results."""
 
     # claim 6: the augmented PSPNet run compared with the U-Net (the paper's augmented SGD run)
-    claim6_run: str = "sgd_mix"
+    claim6_run: str = SGD_MIX
 
 
 # The U-Net baseline's own recipe (nnU-Net, Isensee et al. 2021, Nature Methods 18:203-211):
@@ -290,13 +296,13 @@ UNET_SGD = SGDConfig(lr=0.01, momentum=0.99, weight_decay=3e-5, poly_power=0.9,
                      poly_step="epoch", nesterov=True)
 
 DEFAULT_RUNS: dict[str, RunSpec] = {
-    "sgd_none": RunSpec("voc", "sgd", "none"),
-    "sgd_affine": RunSpec("voc", "sgd", "affine"),
-    "sgd_mix": RunSpec("voc", "sgd", "mix"),
-    "adam_affine": RunSpec("voc", "adam", "affine"),
-    "adam_mix": RunSpec("voc", "adam", "mix"),
-    "leaf_sgd_affine": RunSpec("leaf", "sgd", "affine"),
-    "unet_none": RunSpec("voc", "sgd", "none", arch="unet"),  # the paper's U-Net baseline
+    SGD_NONE: RunSpec("voc", "sgd", "none"),
+    SGD_AFFINE: RunSpec("voc", "sgd", "affine"),
+    SGD_MIX: RunSpec("voc", "sgd", "mix"),
+    ADAM_AFFINE: RunSpec("voc", "adam", "affine"),
+    ADAM_MIX: RunSpec("voc", "adam", "mix"),
+    LEAF_RUN: RunSpec("leaf", "sgd", "affine"),
+    UNET_RUN: RunSpec("voc", "sgd", "none", arch="unet"),  # the paper's U-Net baseline
 }
 
 
@@ -509,7 +515,7 @@ def _check_consistency(cfg: StudyConfig) -> None:
     run6 = cfg.claims.claim6_run
     if run6 not in cfg.runs or cfg.runs[run6].task != "voc" or cfg.runs[run6].arch != "pspnet":
         voc = [n for n, r in cfg.runs.items() if r.task == "voc" and r.arch == "pspnet"]
-        if "unet_none" in cfg.runs:  # only a preset with the U-Net baseline tests claim 6
+        if UNET_RUN in cfg.runs:  # only a preset with the U-Net baseline tests claim 6
             raise ParamsError(f"claims.claim6_run: {run6!r} is not a PSPNet VOC run of this "
                               f"preset; use one of {', '.join(voc) or '(none defined)'}")
     if not cfg.seeds:

@@ -50,6 +50,7 @@ from pspnet_core.claims.statistics import (
     t_interval,
     window,
 )
+from pspnet_core.config import SGD_MIX
 
 __all__ = [
     "CLAIM_TEXTS", "RULE", "VERDICTS", "Claim", "Part", "Verdict", "claim1", "claim2",
@@ -67,7 +68,7 @@ def evaluate_claims(
     leaf: Any = None,
     top_k: int = 16,
     *,
-    claim6_run: str = "sgd_mix",
+    claim6_run: str = SGD_MIX,
     gallery_seed: int | None = None,
     leaf_seed: int | None = None,
     n_boot: int = N_BOOT,

@@ -24,6 +24,7 @@ from pspnet_core.claims.statistics import (
     untestable_part,
     window,
 )
+from pspnet_core.config import ADAM_AFFINE, ADAM_MIX, SGD_AFFINE, SGD_MIX, SGD_NONE, UNET_RUN
 
 GAP = 1.5  # claim 1(b): held-out / train loss at the end (mean of the last third) >= 1.5
 NOISE_SIGMAS = 2.0  # claims 1(a), 3(b): a change counts only beyond 2 sigma of epoch noise
@@ -191,7 +192,7 @@ def stall_effect(c: Curve) -> float:
     return log_ratio(c.train_mid, c.train_end) - log_ratio(c.ho_mid, c.ho_end) - margin
 
 
-def claim1(histories: Histories, run: str = "sgd_none", augmented: str = "sgd_affine") -> Claim:
+def claim1(histories: Histories, run: str = SGD_NONE, augmented: str = SGD_AFFINE) -> Claim:
     """Overfitting without augmentation: the held-out loss stalls while the training loss still
     falls (beyond the noise), the final gap is large, and augmentation narrows it."""
     crit = {
@@ -239,7 +240,7 @@ def claim1(histories: Histories, run: str = "sgd_none", augmented: str = "sgd_af
 # ---------------------------------------------------------------- claims 2, 3
 
 
-def claim2(histories: Histories, none: str = "sgd_none", affine: str = "sgd_affine") -> Claim:
+def claim2(histories: Histories, none: str = SGD_NONE, affine: str = SGD_AFFINE) -> Claim:
     """Affine/blur lowers both losses relative to no augmentation (seeds paired)."""
     crit = {
         "(a) lower training loss": (
@@ -277,8 +278,8 @@ def _rise_text(run: str) -> str:
 
 def claim3(
     histories: Histories,
-    mix: str = "sgd_mix",
-    others: Sequence[str] = ("sgd_none", "sgd_affine"),
+    mix: str = SGD_MIX,
+    others: Sequence[str] = (SGD_NONE, SGD_AFFINE),
 ) -> Claim:
     """SGD: Mixup+CutMix has the lowest held-out loss, then creeps up beyond the noise."""
     crit = {
@@ -323,9 +324,9 @@ def claim3(
 
 def claim5(
     histories: Histories,
-    affine: str = "adam_affine",
-    mix: str = "adam_mix",
-    sgd_mix: str = "sgd_mix",
+    affine: str = ADAM_AFFINE,
+    mix: str = ADAM_MIX,
+    sgd_mix: str = SGD_MIX,
 ) -> Claim:
     """Adam: affine and mix end about equal; mix's late rise is gone (equivalence), and it is
     smaller than SGD+mix's (paired contrast)."""
@@ -390,9 +391,9 @@ def _far_effects(better: Mapping[int, Curve], worse: Mapping[int, Curve], metric
 
 def claim6(
     histories: Histories | None = None,
-    run: str = "sgd_mix",
-    unet: str = "unet_none",
-    none: str = "sgd_none",
+    run: str = SGD_MIX,
+    unet: str = UNET_RUN,
+    none: str = SGD_NONE,
     metric: str = "heldout_miou",
 ) -> Claim:
     """PSPNet with augmentation (the pre-registered ``run``, ``claims.claim6_run`` of the

@@ -30,6 +30,7 @@ from pspnet_core.claims.statistics import (
     spearman_rows,
     untestable_part,
 )
+from pspnet_core.config import LEAF_RUN
 from pspnet_core.metrics import leaf_pixel_stats, leaf_region
 
 MIN_RHO = 0.3  # claim 4(a): Spearman rho(loss, complexity) >= 0.3
@@ -235,7 +236,7 @@ def _regions(item: Mapping[str, Any]) -> np.ndarray:
 def claim7(
     histories: Histories | None = None,
     leaf: Any = None,
-    run: str = "leaf_sgd_affine",
+    run: str = LEAF_RUN,
     seed: int | None = None,
     n_boot: int = N_BOOT,
 ) -> Claim:
