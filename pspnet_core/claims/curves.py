@@ -7,7 +7,7 @@ subtracted); :mod:`pspnet_core.claims.statistics` turns the effects into verdict
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +162,17 @@ def run_curves(histories: Histories, names: Sequence[str]) -> dict[str, dict[int
     return {n: curves(by_seed(histories.get(n))) for n in names}
 
 
+def paired_part(label: str, criterion: str, first: Mapping[int, Curve],
+                second: Mapping[int, Curve], effect: Callable[[Curve, Curve], float],
+                missing: str) -> Part:
+    """A part comparing two runs seed by seed (``effect(first[s], second[s])`` over their common
+    seeds), or not testable (``missing``) when they share none."""
+    seeds = sorted(set(first) & set(second))
+    if not seeds:
+        return untestable_part(label, criterion, missing)
+    return make_part(label, criterion, {s: effect(first[s], second[s]) for s in seeds})
+
+
 def log_ratio(a: float, b: float) -> float:
     return math.log(max(a, 1e-12) / max(b, 1e-12))
 
@@ -217,12 +228,8 @@ def claim1(histories: Histories, run: str = SGD_NONE, augmented: str = SGD_AFFIN
                        {s: c.gap - math.log(GAP) for s, c in cs.items()})]
     aug = runs[augmented]
     seeds = common_seeds(runs)
-    if seeds:
-        parts.append(make_part(labels[2], crit[labels[2]],
-                               {s: cs[s].gap - aug[s].gap for s in seeds}))
-    else:
-        parts.append(untestable_part(labels[2], crit[labels[2]],
-                                     f"run {augmented} missing or with no seed of {run}"))
+    parts.append(paired_part(labels[2], crit[labels[2]], cs, aug, lambda x, y: x.gap - y.gap,
+                             f"run {augmented} missing or with no seed of {run}"))
     v = list(cs.values())
     evidence = (
         f"{run}, last third = {window(v[0].epochs)} of {v[0].epochs} epochs: training loss "
@@ -355,12 +362,8 @@ def claim5(
                   kind="within", tol=RISE_TOL),
     ]
     paired = sorted(set(g) & set(m))
-    if paired:
-        parts.append(make_part(labels[2], crit[labels[2]],
-                               {s: g[s].rise - m[s].rise for s in paired}))
-    else:
-        parts.append(untestable_part(labels[2], crit[labels[2]],
-                                     f"run {sgd_mix} missing or with no seed of {mix}"))
+    parts.append(paired_part(labels[2], crit[labels[2]], g, m, lambda x, y: x.rise - y.rise,
+                             f"run {sgd_mix} missing or with no seed of {mix}"))
     evidence = (
         f"held-out loss (last third): {affine} {mean_sd([a[s].ho_end for s in seeds])}, {mix} "
         f"{mean_sd([m[s].ho_end for s in seeds])}; {mix}: epoch of the minimum "
