@@ -27,7 +27,7 @@ import hashlib
 import io
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +231,24 @@ def gallery_tiles(
 LEAF_KEYS = ("images", "masks", "probabilities", "regions")
 
 
+def cached_arrays(run: Run, cache: Path, keys: tuple[str, ...],
+                  compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The arrays ``keys`` of a finished run's ``.npz`` cache (its name carries the run hash);
+    ``compute()`` and (for a finished run) an atomic write of the cache when the file is
+    missing, unreadable or lacks a key."""
+    if run.done and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # damaged or foreign: recomputed below
+    arrays = compute()
+    if run.done:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return arrays
+
+
 def _leaf_cache(run: Run) -> Path:
     return run.dir / f"leaf_outputs-{run.hash}.npz"
 
@@ -247,19 +265,7 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
     if rc.num_classes != 1:
         raise ValueError(f"run {run.name!r} has {rc.num_classes} classes; the leaf run has 1")
     ds = data.build_eval_dataset(rc, "heldout")
-    cache = _leaf_cache(run)
-    arrays = None
-    if run.done and cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in LEAF_KEYS}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            arrays = None  # damaged or foreign: recomputed below
-    if arrays is None:
-        arrays = _leaf_arrays(run, ds)
-        if run.done:
-            with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
+    arrays = cached_arrays(run, _leaf_cache(run), LEAF_KEYS, lambda: _leaf_arrays(run, ds))
     return {"ids": list(ds.ids), **arrays,
             "stats": leaf_pixel_stats(arrays["probabilities"], arrays["masks"],
                                       threshold=threshold)}
@@ -369,20 +375,13 @@ def predictions(run: Run, split: Split, device: str | torch.device = "auto") -> 
     cache = _predictions_cache(run, split)
     leaf = run.run_cfg.num_classes == 1
     keys = PREDICTION_KEYS + (("probabilities",) if leaf else ())
-    if run.done and cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                out = {k: z[k] for k in keys}
-            out["ids"] = [str(i) for i in out["ids"]]
-            return out
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # damaged or foreign: recomputed below
-    out = _prediction_arrays(run, split, device)
-    if run.done:
-        arrays = {**out, "ids": np.asarray(out["ids"], dtype=str)}
-        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-    return out
+
+    def compute() -> dict[str, Any]:
+        out = _prediction_arrays(run, split, device)
+        return {**out, "ids": np.asarray(out["ids"], dtype=str)}
+
+    out = cached_arrays(run, cache, keys, compute)
+    return {**out, "ids": [str(i) for i in out["ids"]]}
 
 
 def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> dict[str, Any]:
