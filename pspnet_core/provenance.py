@@ -33,7 +33,8 @@ PACKAGES = ("torch", "torchvision", "albumentations", "numpy", "scipy", "pandas"
 CODE_PATHS = ("pspnet_core", "params", "requirements.lock")
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
+    """The installed version of ``pkg``, or None (also what the run store's env.json records)."""
     try:
         return metadata.version(pkg)
     except metadata.PackageNotFoundError:
@@ -63,7 +64,7 @@ def machine() -> dict[str, str]:
 
 
 def packages() -> dict[str, str | None]:
-    return {p: _version(p) for p in PACKAGES}
+    return {p: package_version(p) for p in PACKAGES}
 
 
 def run_triples(runs: Iterable[Any]) -> list[list[Any]]:

@@ -59,7 +59,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +77,7 @@ from pspnet_core.config import (
     resolve_run,
     run_hash,
 )
+from pspnet_core.provenance import package_version
 from pspnet_core.torchfile import load_torch_file
 
 PARAMS_FILE = "params.yaml"
@@ -701,13 +701,6 @@ def _git_commit() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
-def _version(pkg: str) -> str | None:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def environment(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
     """What ``env.json`` records."""
     packages = ["torch", "torchvision", "albumentations", "numpy", "pandas", "pillow", "pyyaml"]
@@ -715,7 +708,7 @@ def environment(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
-        "packages": {p: _version(p) for p in packages},
+        "packages": {p: package_version(p) for p in packages},
         "device": str(device),
         "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "world_size": world_size,
