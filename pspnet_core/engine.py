@@ -240,7 +240,8 @@ def train_one_epoch(
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # main, total, steps
     one = torch.ones((), dtype=torch.float64, device=device)
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: every loss finite so far
-    bar = _bar(loader, quiet or rank != 0, desc=f"epoch {epoch} train")
+    bar = _bar(loader, quiet or rank != 0,
+               desc=f"{run_cfg.run} s{run_cfg.seed} epoch {epoch} train")
     checked = step = 0
     for step, (images, target) in enumerate(bar, start=1):
         if mix_generator is not None:
@@ -350,6 +351,7 @@ def fit(
     quiet: bool | None = None,
     stop_after_epoch: int | None = None,
     build_model: Callable[..., nn.Module] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``run_cfg`` into its run folder; returns the history (all completed epochs).
 
@@ -358,10 +360,12 @@ def fit(
     checkpoint, leaving the run partial (used by the resume tests). ``build_model(model_cfg,
     num_classes)`` makes the network (tests pass a tiny one); by default
     ``model.build_model(..., arch=run_cfg.arch)`` builds PSPNet or the U-Net baseline.
+    ``on_epoch(row)`` (rank 0) gets each new history row, e.g. for a whole-grid ETA
+    (``progress.GridClock``).
 
     The steps: :func:`setup_training` (datasets, network, optimizer, schedule),
     :func:`resume_training` (the checkpoint, if any) and :func:`train_epochs` (the epoch loop,
-    a checkpoint after each epoch).
+    a checkpoint after the last epoch and whenever ``checkpoint_seconds`` have passed).
     """
     run = store.open_run(run_cfg)
     if run.done:
@@ -381,7 +385,7 @@ def fit(
                                              world=world, quiet=quiet)
             return train_epochs(run, training, start=start, history=history, device=device,
                                 rank=rank, world=world, quiet=quiet,
-                                stop_after_epoch=stop_after_epoch)
+                                stop_after_epoch=stop_after_epoch, on_epoch=on_epoch)
     finally:
         if started_dist:
             dist.destroy_process_group()
@@ -509,10 +513,12 @@ def train_epochs(
     world: int,
     quiet: bool,
     stop_after_epoch: int | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
     """Epochs ``start + 1 .. run_cfg.epochs``: train, step the schedule, evaluate on the
-    held-out set, then (rank 0) save the checkpoint, mark the run done after the last epoch and
-    print the epoch line (``progress.format_epoch_line``). Returns the history so far."""
+    held-out set, then (rank 0) save the checkpoint when one is due (:func:`_checkpoint_due`),
+    mark the run done after the last epoch and print the epoch line
+    (``progress.format_epoch_line``). Returns the history so far."""
     run_cfg = training.run_cfg
     model, ddp_model = _distributed(training.model, device, world)
     optimizer, scheduler = training.optimizer, training.scheduler
@@ -525,8 +531,9 @@ def train_epochs(
     )
     metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else ("mIoU", "heldout_miou")
 
+    last_save = time.monotonic()
     epochs = _bar(range(start + 1, run_cfg.epochs + 1), quiet or rank != 0,
-                  desc=run_cfg.run, initial=start, total=run_cfg.epochs)
+                  desc=f"{run_cfg.run} s{run_cfg.seed}", initial=start, total=run_cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
         # every epoch reseeds from (seed, epoch): a resumed run draws what an uninterrupted one
@@ -544,10 +551,12 @@ def train_epochs(
         )
         if not training.per_iter:
             scheduler.step()
-        heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet)
+        heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet,
+                           desc=f"{run_cfg.run} s{run_cfg.seed} held-out")
         row = _history_row(epoch, train, heldout, run_cfg.task, lr, time.perf_counter() - t0)
         history.append(row)
-        if rank == 0:
+        stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
+        if rank == 0 and _checkpoint_due(run_cfg, epoch, stopping, last_save):
             state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -558,20 +567,30 @@ def train_epochs(
                 "world_size": world,
             }
             store.save_epoch(run, state)
+            last_save = time.monotonic()
             if epoch == run_cfg.epochs:
                 store.mark_done(run)
-            if not quiet:
-                tqdm.write(format_epoch_line(
-                    run_cfg.run, run_cfg.seed, epoch, run_cfg.epochs,
-                    train_loss=row["train_loss"], heldout_loss=row["heldout_loss"],
-                    metric=metric[0], metric_value=row[metric[1]], lr=lr,
-                    seconds=row["seconds"],
-                ))
+        if rank == 0 and not quiet:
+            tqdm.write(format_epoch_line(
+                run_cfg.run, run_cfg.seed, epoch, run_cfg.epochs,
+                train_loss=row["train_loss"], heldout_loss=row["heldout_loss"],
+                metric=metric[0], metric_value=row[metric[1]], lr=lr,
+                seconds=row["seconds"],
+            ))
+        if rank == 0 and on_epoch is not None:
+            on_epoch(row)
         if world > 1:
             dist.barrier()
-        if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < run_cfg.epochs:
+        if stopping and epoch < run_cfg.epochs:
             break
     return pd.DataFrame(history)
+
+
+def _checkpoint_due(run_cfg: RunConfig, epoch: int, stopping: bool, last_save: float) -> bool:
+    """Save after this epoch? Always after the last one and before a requested stop; otherwise
+    once ``checkpoint_seconds`` have passed since the last save (0: every epoch)."""
+    return (epoch == run_cfg.epochs or stopping
+            or time.monotonic() - last_save >= run_cfg.checkpoint_seconds)
 
 
 # ---------------------------------------------------------------- the run store's front door

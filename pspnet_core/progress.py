@@ -82,3 +82,78 @@ def format_resume_line(run: str, seed: int, epoch: int, where: object) -> str:
 
 def is_resume_line(line: str) -> bool:
     return RESUME_LINE.match(line) is not None
+
+
+# ---------------------------------------------------------------- the whole grid's ETA
+
+
+class GridJob(NamedTuple):
+    """One (run, seed) a command will train: ``kind`` groups runs whose epochs cost the same
+    (task and architecture), ``epochs`` is what is left of it."""
+
+    run: str
+    seed: int
+    kind: str
+    epochs: int
+
+
+class GridClock:
+    """The remaining time of a whole (run x seed) grid, from the epochs seen so far.
+
+    Each kind of run (VOC PSPNet, leaf, U-Net: their epochs cost different times) is timed on
+    its own; a kind not seen yet is assumed to cost the mean epoch of the kinds seen. So the
+    estimate covers every (run, seed) the command will train, not only the one running.
+    """
+
+    def __init__(self, jobs: list[GridJob]):
+        self.jobs = list(jobs)
+        self.left = {(j.run, j.seed): j.epochs for j in self.jobs}
+        self.seconds: dict[str, list[float]] = {}
+        self._kind = {(j.run, j.seed): j.kind for j in self.jobs}
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(j.epochs for j in self.jobs)
+
+    @property
+    def epochs_left(self) -> int:
+        return sum(self.left.values())
+
+    def epoch_done(self, run: str, seed: int, seconds: float) -> None:
+        key = (run, seed)
+        if key in self.left:
+            self.left[key] = max(0, self.left[key] - 1)
+            self.seconds.setdefault(self._kind[key], []).append(float(seconds))
+
+    def job_done(self, run: str, seed: int) -> None:
+        if (run, seed) in self.left:
+            self.left[(run, seed)] = 0
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left (None before the first epoch: nothing to go on)."""
+        if not self.seconds:
+            return None
+        per_kind = {k: sum(v) / len(v) for k, v in self.seconds.items()}
+        fallback = sum(per_kind.values()) / len(per_kind)
+        return sum(n * per_kind.get(self._kind[key], fallback) for key, n in self.left.items())
+
+    def line(self) -> str:
+        """``grid: 5/21 (run, seed) done, 80 of 105 epochs left, about 4 min 10 s to go``."""
+        done = sum(1 for n in self.left.values() if n == 0)
+        if self.epochs_left == 0:
+            return f"grid: {done}/{len(self.jobs)} (run, seed) done"
+        eta = self.eta_seconds()
+        when = "time left known after the first epoch" if eta is None else (
+            f"about {format_duration(eta)} to go")
+        return (f"grid: {done}/{len(self.jobs)} (run, seed) done, {self.epochs_left} of "
+                f"{self.total_epochs} epochs left, {when}")
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``4 min 10 s``, ``2 h 05 min``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -22,10 +22,16 @@ Outputs, for preset name P (a preset file's ``name:``, else its file stem)::
     outputs/P/NN_topic[-variant].html     nbconvert HTML exports
     outputs/P/index.html                  links to each export + thumbnails of figures/P/*.png
 
+Training comes first (:func:`train_runs`, ``--no-train`` leaves it to the notebooks): every
+(run, seed) the preset's ``runs:`` name that is not done, through ``pspnet-train --run all``,
+with each epoch line and, after each run, the whole grid's ETA (``progress.GridClock``). A
+notebook whose figures need a run the preset does not train is skipped and says why
+(``notebook.missing_runs``): status ``skipped`` in the table and the index, not a failure.
+
 Progress: one line per notebook with its elapsed seconds, papermill's cell progress bar on
-stderr, and, while a notebook trains, each run's per-epoch line as the engine prints it (run,
-seed, epoch k/N, train and held-out loss, mIoU or Dice, lr, seconds: ``progress.py`` writes and
-reads it) with an ETA for that run and seed added.
+stderr, and, when a notebook trains (``--no-train``), each run's per-epoch line as the engine
+prints it (run, seed, epoch k/N, train and held-out loss, mIoU or Dice, lr, seconds:
+``progress.py`` writes and reads it) with an ETA for that run and seed added.
 Only those lines (and kernel warnings or errors) of the cells' output reach the terminal, not
 the widget bars. Kernels talk over IPC (local sockets in a temporary folder), not TCP. At the
 end a table: notebook, status, time, figures written.
@@ -49,7 +55,7 @@ Python API::
 
     run_study(preset="smoke", only=None, notebooks_dir=NOTEBOOKS_DIR, outputs_dir=None,
               figures_dir=None, kernel="pspnet-study", overrides=None, export_html=True,
-              progress_bar=True, log=print) -> StudyResult
+              progress_bar=True, log=print, train_first=True) -> StudyResult
     plan(notebooks_dir, only=None) -> list[Job]       # what would run, in order
     choose_kernel(requested) -> str
     write_index(outputs_dir, results, figures_dir, preset) -> Path
@@ -78,6 +84,7 @@ from typing import Any
 from pspnet_core import errors, provenance
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
+from pspnet_core.notebook import missing_runs
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
 from pspnet_core.progress import is_resume_line, parse_epoch_line
 
@@ -90,8 +97,18 @@ VARIANTS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 }
 
 
+# the notebooks that read trained runs (01 draws the network, 02 the augmentation)
+READS_RUNS = ("03_learning_curves", "04_error_galleries", "05_leaf_disease", "06_claims",
+              "07_explore")
+FINE = ("ok", "skipped")  # a skipped notebook (no run for its figures) is not a failure
+
+
 class StudyError(RuntimeError):
     """The study could not start (bad preset, no notebooks, no kernel)."""
+
+
+class StudyTrainingError(StudyError):
+    """A run of the training phase failed (exit 1, like a failed notebook)."""
 
 
 class StudyBusyError(StudyError):
@@ -116,6 +133,7 @@ class JobResult:
     html: Path | None = None
     error: str | None = None
     figures: list[str] = field(default_factory=list)  # figure files (re)written by this run
+    note: str | None = None  # why a notebook was skipped (notebook.missing_runs)
 
 
 @dataclass
@@ -127,7 +145,7 @@ class StudyResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.status == "ok" for r in self.results)
+        return all(r.status in FINE for r in self.results)
 
     @property
     def error(self) -> str | None:
@@ -216,6 +234,36 @@ def choose_kernel(requested: str = DEFAULT_KERNEL, log: Callable[[str], None] = 
         f"no kernel {requested!r} and no {FALLBACK_KERNEL!r}; installed: "
         f"{', '.join(sorted(specs)) or 'none'}"
     )
+
+
+def train_runs(preset_value: str, overrides: dict[str, Any] | None,
+               log: Callable[[str], None] = print) -> None:
+    """Train every (run, seed) the preset names that is not done yet, before any notebook runs:
+    ``pspnet-train --run all`` in a child process, its lines (epoch lines, the whole grid's ETA
+    after each run, ``<run>: done, <folder>``) forwarded to ``log``. The notebooks then only
+    read the run store, so their stored outputs hold no training log. :class:`StudyError`
+    (with the child's error line) when a run fails."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "pspnet_core.train", "--params", preset_value, "--run", "all"]
+    for key, value in (overrides or {}).items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: parse_overrides reads it
+    env = {**os.environ, "PSPNET_PROGRESS_BARS": "0", "PYTHONUNBUFFERED": "1"}
+    log("training: every (run, seed) of the preset that is not done (pspnet-train --run all)")
+    last = ""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=env, cwd=str(resolve("."))) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                last = line
+                log(f"    {line}")
+        code = proc.wait()
+    if code == 130:
+        raise KeyboardInterrupt
+    if code != 0:
+        raise StudyTrainingError(f"training failed (pspnet-train exit {code}): {last}")
 
 
 def _preset(
@@ -458,7 +506,8 @@ def write_index(
             else html.escape(r.job.name)
         )
         nb = f'<a href="{rel(r.output)}">.ipynb</a>' if r.output and r.output.exists() else ""
-        err = f"<pre>{html.escape(r.error)}</pre>" if r.error else ""
+        text = r.error or r.note
+        err = f"<pre>{html.escape(text)}</pre>" if text else ""
         figs_w = html.escape(", ".join(r.figures))
         rows.append(
             f'<tr class="{r.status}"><td>{link}</td><td>{nb}</td><td>{r.status}</td>'
@@ -484,7 +533,7 @@ def write_index(
         for p in figs
     )
     if finished:
-        ok = all(r.status == "ok" for r in results) and not waiting
+        ok = all(r.status in FINE for r in results) and not waiting
         state = "finished" if ok else "did not finish"
         total = f"; study {state} in {seconds:.0f} s"
     else:
@@ -509,7 +558,7 @@ figure img {{ max-width: 260px; max-height: 200px; border: 1px solid #ccc; }}
 generated by <code>pspnet-study</code> (<code>python -m pspnet_core.study</code>).</p>
 <h2>Executed notebooks</h2>
 <table><tr><th>notebook</th><th></th><th>status</th><th>time</th><th>figures written</th>
-<th>error</th></tr>
+<th>error or note</th></tr>
 {chr(10).join(rows)}
 </table>
 <h2>Figures ({len(figs)})</h2>
@@ -551,7 +600,7 @@ def summary_table(results: Sequence[JobResult], pending: Sequence[Job] = ()) -> 
     for r in results:
         figs = ", ".join(r.figures)
         figs = f"{len(r.figures)}" + (f" ({figs})" if figs else "")
-        rows.append((r.job.name, r.status, f"{r.seconds:.1f} s", figs))
+        rows.append((r.job.name, r.status, f"{r.seconds:.1f} s", r.note if r.note else figs))
     rows += [(j.name, "not run", "", "") for j in pending]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = [
@@ -591,6 +640,7 @@ def run_study(
     log: Callable[[str], None] = print,
     echo: bool = True,
     notebook_params: dict[str, Any] | None = None,
+    train_first: bool = True,
 ) -> StudyResult:
     """Execute the study's notebooks for ``preset`` (a name in params/ or a .yaml path).
 
@@ -599,6 +649,10 @@ def run_study(
     forwards the engine's epoch lines to ``log``. ``notebook_params`` (``--param``) go to the
     notebooks that declare them (:func:`notebook_parameters`). Returns a :class:`StudyResult`
     (``.ok``, ``.error``, ``.results``, ``.index``, ``.seconds``).
+
+    ``train_first``: train the preset's whole run grid first (:func:`train_runs`); otherwise
+    the notebooks train what they read. A notebook whose figures need a run the preset does
+    not train is skipped, with the reason (``notebook.missing_runs``) in the summary and index.
     """
     import papermill as pm
 
@@ -610,6 +664,10 @@ def run_study(
     fig_dir = Path(figures_dir) if figures_dir is not None else default_figs
     jobs = plan(nb_dir, only)
     per_job = notebook_parameters(jobs, notebook_params)
+    cfg = load_params(value, overrides)  # _preset has validated it
+    skips = {job.name: missing_runs(cfg, job.notebook.stem, {**per_job[job.name],
+                                                            **job.parameters})
+             for job in jobs}
     reference = _reference(fig_dir)  # read before the notebooks overwrite it
     kernel_name = choose_kernel(kernel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -621,9 +679,18 @@ def run_study(
     ipc_dir = Path(tempfile.mkdtemp(prefix="pspnet-kernel-"))
     job: Job | None = None
     try:
+        if train_first and any(j.notebook.stem in READS_RUNS and not skips[j.name]
+                               for j in pending):
+            write_index(out_dir, results, fig_dir, name, pending=pending, since=since)
+            train_runs(value, overrides, log)
         while pending:
             job = pending.pop(0)
             i = len(results) + 1
+            if skips[job.name]:
+                results.append(JobResult(job, "skipped", 0.0, note=skips[job.name]))
+                log(f"[{i}/{len(jobs)}] {job.name}: skipped: {skips[job.name]}")
+                job = None
+                continue
             output = out_dir / f"{job.name}.ipynb"
             _remove(output.with_suffix(".html"))  # never next to a notebook being rewritten
             write_index(out_dir, results, fig_dir, name, pending=pending, running=job,
@@ -679,13 +746,13 @@ def run_study(
         for job in pending:  # outputs of an earlier study that this one did not reproduce
             _remove(out_dir / f"{job.name}.html", out_dir / f"{job.name}.ipynb")
         total = time.perf_counter() - t0
-        if results and all(r.status == "ok" for r in results) and not pending:
+        if results and all(r.status in FINE for r in results) and not pending:
             _reproduction(value, overrides, out_dir, fig_dir, reference, log)
         index = write_index(out_dir, results, fig_dir, name, total, pending=pending,
                             since=since)
         log(summary_table(results, pending))
         log(f"index: {index}")
-        ok = all(r.status == "ok" for r in results) and not pending
+        ok = all(r.status in FINE for r in results) and not pending
         log(
             f"study {'finished' if ok else 'FAILED'}: {len(results)}/{len(jobs)} notebook "
             f"run(s), total wall time {total:.1f} s"
@@ -839,6 +906,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a notebook parameter (YAML value), passed to the notebooks whose parameters cell "
         "declares it, e.g. run_name=sgd_none or seed=1 (repeatable)",
     )
+    parser.add_argument("--no-train", action="store_true",
+                        help="do not train the preset's runs first; the notebooks train what "
+                        "they read (as in JupyterLab)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     parser.add_argument(
@@ -883,8 +953,9 @@ def _main(args: argparse.Namespace) -> int:
             export_html=not args.no_html,
             progress_bar=not args.no_progress,
             log=_terminal_log,
+            train_first=not args.no_train,
         )
-    except StudyBusyError as err:  # refused: the running study's outputs are left alone
+    except (StudyBusyError, StudyTrainingError) as err:  # refused, or a run failed
         print(f"error: {err}", file=sys.stderr)
         return 1
     except StudyError as err:

@@ -39,6 +39,7 @@ from pathlib import Path
 from pspnet_core import engine, errors, launch, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.device import resolve_device
+from pspnet_core.progress import GridClock, GridJob
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -189,7 +190,11 @@ def _main(args: argparse.Namespace) -> int:
         return 2
     resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    for seed, name in ((s, n) for s in seeds for n in names):  # the folder name shows the seed
+    grid = [(s, n) for s in seeds for n in names]  # seed-major: the folder name shows the seed
+    clock = grid_clock(cfg, grid)
+    if rank0 and len(clock.jobs) > 1:
+        print(clock.line(), flush=True)
+    for seed, name in grid:
         try:
             r = runs.open_run(resolve_run(cfg, name, seed))
             status = r.status
@@ -197,7 +202,8 @@ def _main(args: argparse.Namespace) -> int:
                 if rank0:
                     print(f"{name}: {status}, {r.dir}")
                 continue
-            engine.fit(r.run_cfg)
+            engine.fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
+                n, s, row["seconds"]))
         except Exception as err:  # noqa: BLE001 - the run failed: one line naming it, exit 1
             code = errors.report(err, debug=args.debug, prefix=f"{name} (seed {seed}): ")
             return errors.EXIT_FAILED if code == errors.EXIT_BAD_INPUT else code
@@ -205,7 +211,29 @@ def _main(args: argparse.Namespace) -> int:
             status = r.status
             state = status if status in runs.DONE_STATES else r.describe()
             print(f"{name}: {state}, {r.dir}")
+            if status in runs.DONE_STATES:
+                clock.job_done(name, seed)
+            if len(clock.jobs) > 1:
+                print(clock.line(), flush=True)
     return 0
+
+
+def grid_clock(cfg, grid: list[tuple[int, str]]) -> GridClock:
+    """A :class:`progress.GridClock` over the (seed, run) pairs of ``grid`` that are not done,
+    each with the epochs it has left (a partial run resumes)."""
+    jobs = []
+    for seed, name in grid:
+        run_cfg = resolve_run(cfg, name, seed)
+        r = runs.peek_run(run_cfg)
+        if r.status in runs.DONE_STATES:
+            continue
+        try:
+            done = r.epochs_done if r.status == "partial" else 0
+        except Exception:  # noqa: BLE001 - a damaged folder: fit reports it; count it whole
+            done = 0
+        spec = cfg.runs[name]
+        jobs.append(GridJob(name, seed, f"{spec.task}/{spec.arch}", run_cfg.epochs - done))
+    return GridClock(jobs)
 
 
 if __name__ == "__main__":

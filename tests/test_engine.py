@@ -255,13 +255,31 @@ def test_non_finite_loss_names_epoch_and_step(tmp_path):
 def test_fit_non_finite_keeps_last_good_checkpoint(tmp_path):
     """Epoch 1 trains (2 steps of a tiny stand-in model), then the model diverges: epoch 2's
     first step is NaN -> an error naming epoch 2, step 1; the epoch-1 checkpoint is kept."""
-    rc = tiny_cfg(tmp_path)
+    rc = tiny_cfg(tmp_path, checkpoint_seconds=0)  # a checkpoint after every epoch
     with pytest.raises(engine.NonFiniteLossError, match="epoch 2, step 1"):
         engine.fit(rc, build_model=lambda cfg, k: NaNAfter(k, after=2))
     run = runs.open_run(rc)
     assert run.status == "partial" and not run.done
     assert run.checkpoint()["epoch"] == 1 and list(run.history["epoch"]) == [1]
     assert all(math.isfinite(v.float().sum()) for v in run.checkpoint()["model"].values())
+
+
+@pytest.mark.parametrize(("seconds", "stop", "saved"), [
+    (1e6, None, [3]),       # nothing due before the last epoch
+    (0, None, [1, 2, 3]),   # 0: after every epoch
+    (1e6, 1, [1]),          # a requested stop always saves first
+])
+def test_checkpoints_are_written_when_due(tmp_path, monkeypatch, seconds, stop, saved):
+    """``checkpoint_seconds``: the last epoch and a stop always save; between them a save is
+    due only once that many seconds have passed since the previous one."""
+    rc = tiny_cfg(tmp_path, checkpoint_seconds=seconds)
+    epochs: list[int] = []
+    save = runs.save_epoch
+    monkeypatch.setattr(runs, "save_epoch", lambda r, state: (epochs.append(state["epoch"]),
+                                                              save(r, state)))
+    hist = engine.fit(rc, build_model=lambda cfg, k: Tiny(k), stop_after_epoch=stop)
+    assert epochs == saved and len(hist) == saved[-1] == runs.open_run(rc).epochs_done
+    assert runs.open_run(rc).done == (saved[-1] == rc.epochs)
 
 
 @pytest.mark.slow

@@ -10,6 +10,9 @@ import pytest
 
 from pspnet_core.progress import (
     EpochLine,
+    GridClock,
+    GridJob,
+    format_duration,
     format_epoch_line,
     format_resume_line,
     is_resume_line,
@@ -68,3 +71,30 @@ def test_progress_does_not_load_torch():
     code = "import sys, pspnet_core.progress; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_grid_clock_times_each_kind_and_covers_the_whole_grid():
+    """Two VOC runs of 3 epochs and a leaf run of 2: the ETA counts every epoch left, each
+    kind at its own measured cost, an unseen kind at the mean of the kinds seen."""
+    clock = GridClock([GridJob("sgd_none", 0, "voc/pspnet", 3),
+                       GridJob("sgd_mix", 0, "voc/pspnet", 3),
+                       GridJob("leaf_sgd_affine", 0, "leaf/pspnet", 2)])
+    assert clock.total_epochs == 8 and clock.eta_seconds() is None
+    assert clock.line() == ("grid: 0/3 (run, seed) done, 8 of 8 epochs left, time left known "
+                            "after the first epoch")
+    clock.epoch_done("sgd_none", 0, 10.0)
+    clock.epoch_done("sgd_none", 0, 20.0)
+    assert clock.eta_seconds() == pytest.approx(15.0 * 6)  # 4 VOC + 2 leaf epochs at 15 s
+    clock.epoch_done("sgd_none", 0, 15.0)
+    clock.job_done("sgd_none", 0)
+    clock.epoch_done("leaf_sgd_affine", 0, 100.0)
+    assert clock.eta_seconds() == pytest.approx(3 * 15.0 + 1 * 100.0)
+    assert clock.line() == "grid: 1/3 (run, seed) done, 4 of 8 epochs left, about 2 min 25 s to go"
+    clock.epoch_done("not_in_grid", 0, 1e6)  # ignored
+    assert clock.epochs_left == 4
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0.4, "0 s"), (59, "59 s"), (61, "1 min 1 s"),
+                                               (3600 + 5 * 60, "1 h 05 min")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text

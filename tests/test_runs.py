@@ -117,7 +117,8 @@ def test_same_seed_identical_history_and_resume_after_stop(reference_run, tmp_pa
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(reference_run, tmp_path):
     ref_home, _, ref = reference_run
-    params = write_tiny(tmp_path, data_root=ref_home / "data")
+    # a checkpoint after every epoch (the default waits 60 s between saves)
+    params = write_tiny(tmp_path, data_root=ref_home / "data", checkpoint_seconds=0)
     run = runs.open_run(resolve_run(load_params(params), "sgd_mix"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "pspnet_core.train", "--params", str(params), "--run", "sgd_mix"],

@@ -1,0 +1,63 @@
+"""notebook: which notebooks a preset's runs support (the study skips the others)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pspnet_core.config import load_params
+from pspnet_core.notebook import NotebookError, augmentation_run, missing_runs, setup
+
+STREETS = {"runs": {"sgd_affine": {"task": "voc", "optimizer": "sgd", "regime": "affine"},
+                    "unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",
+                                  "arch": "unet"}},
+           "claims.claim6_run": "sgd_affine"}
+
+
+def test_the_smoke_preset_supports_every_notebook():
+    cfg = load_params("smoke")
+    for stem in ("01_architecture", "02_augmentation", "04_error_galleries", "05_leaf_disease",
+                 "06_claims", "07_explore"):
+        assert missing_runs(cfg, stem, {}) is None, stem
+    for optimizer in ("sgd", "adam"):
+        assert missing_runs(cfg, "03_learning_curves", {"optimizer": optimizer}) is None
+    assert augmentation_run(cfg) == "sgd_mix"
+
+
+def test_a_preset_without_some_runs_says_which_figures_it_cannot_draw():
+    cfg = load_params("smoke", STREETS)
+    assert missing_runs(cfg, "01_architecture", {}) is None
+    assert missing_runs(cfg, "02_augmentation", {}) is None
+    assert augmentation_run(cfg) == "sgd_affine"  # no sgd_mix: the first PSPNet VOC run
+    assert missing_runs(cfg, "03_learning_curves", {"optimizer": "sgd"}) is None
+    assert missing_runs(cfg, "03_learning_curves", {"optimizer": "adam"}) == (
+        "preset 'smoke' trains no adam run on the segmentation task (runs: sgd_affine, "
+        "unet_none); Fig. 10 needs one")
+    why = missing_runs(cfg, "04_error_galleries", {})
+    assert "no run 'sgd_mix'" in why and "Figs. 6-9" in why and "run_name" in why
+    assert missing_runs(cfg, "04_error_galleries", {"run_name": "sgd_affine"}) is None
+    assert missing_runs(cfg, "05_leaf_disease", {}) == (
+        "preset 'smoke' trains no leaf run (runs: sgd_affine, unet_none); Figs. 11-15 need one")
+    leafy = load_params("smoke", {"runs": {**STREETS["runs"], "my_leaf": {
+        "task": "leaf", "optimizer": "sgd", "regime": "affine"}}}, claims__claim6_run="sgd_affine")
+    assert "no run 'leaf_sgd_affine'" in missing_runs(leafy, "05_leaf_disease", {})
+    assert missing_runs(leafy, "05_leaf_disease", {"run_name": "my_leaf"}) is None
+    assert "is not a leaf run" in missing_runs(leafy, "05_leaf_disease",
+                                               {"run_name": "sgd_affine"})
+    assert missing_runs(cfg, "06_claims", {}) is None
+    assert missing_runs(cfg, "07_explore", {}) is None
+
+
+def test_a_leaf_only_preset_has_no_augmentation_figures():
+    cfg = load_params("smoke", {"runs": {"leaf_sgd_affine": {
+        "task": "leaf", "optimizer": "sgd", "regime": "affine"}}})
+    assert "no PSPNet run" in missing_runs(cfg, "02_augmentation", {})
+    with pytest.raises(NotebookError, match="no PSPNet run"):
+        augmentation_run(cfg)
+
+
+def test_setup_stops_a_notebook_whose_optimizer_has_no_run(capsys):
+    with pytest.raises(NotebookError, match="trains no adam run"):
+        setup("smoke", STREETS, optimizer="adam")
+    cfg, _ = setup("smoke", STREETS, optimizer="sgd")
+    assert list(cfg.runs) == ["sgd_affine", "unet_none"]
+    assert "preset 'smoke'" in capsys.readouterr().out
