@@ -84,9 +84,9 @@ from typing import Any
 from pspnet_core import errors, provenance
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
-from pspnet_core.notebook import missing_runs
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
 from pspnet_core.progress import is_resume_line, parse_epoch_line
+from pspnet_core.support import missing_runs
 
 DEFAULT_KERNEL = "pspnet-study"
 FALLBACK_KERNEL = "python3"

@@ -1,11 +1,13 @@
-"""notebook: which notebooks a preset's runs support (the study skips the others)."""
+"""support and notebook: which notebooks a preset's runs support (the study skips the
+others, a notebook stops saying why)."""
 
 from __future__ import annotations
 
 import pytest
 
 from pspnet_core.config import load_params
-from pspnet_core.notebook import NotebookError, augmentation_run, missing_runs, setup
+from pspnet_core.notebook import NotebookError, augmentation_run, setup
+from pspnet_core.support import missing_runs
 
 STREETS = {"runs": {"sgd_affine": {"task": "voc", "optimizer": "sgd", "regime": "affine"},
                     "unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",
@@ -61,3 +63,17 @@ def test_setup_stops_a_notebook_whose_optimizer_has_no_run(capsys):
     cfg, _ = setup("smoke", STREETS, optimizer="sgd")
     assert list(cfg.runs) == ["sgd_affine", "unet_none"]
     assert "preset 'smoke'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("example", ["my_folder", "rice_voc"])
+def test_the_own_data_examples_train_two_runs_and_say_what_they_skip(example):
+    """The README's own-data presets train what they name (two SGD runs), not the paper's
+    seven; the study skips the Adam curves and the leaf figures, saying why."""
+    from pspnet_core.paths import SOURCE_ROOT
+
+    cfg = load_params(SOURCE_ROOT / "params" / "examples" / f"{example}.yaml")
+    assert list(cfg.runs) == ["sgd_affine", "sgd_mix"]
+    assert "no adam run" in missing_runs(cfg, "03_learning_curves", {"optimizer": "adam"})
+    assert "no leaf run" in missing_runs(cfg, "05_leaf_disease", {})
+    for stem in ("02_augmentation", "04_error_galleries", "06_claims", "07_explore"):
+        assert missing_runs(cfg, stem, {}) is None, stem

@@ -133,3 +133,26 @@ def test_stored_notebook_has_no_absolute_paths(nb_path):
     if m:
         found.append(f"notebook metadata: {m.group(0)!r}")
     assert not found, f"{nb_path.name} stores absolute paths of a machine: {found[:5]}"
+
+
+BAR = re.compile(r"\d+%\|")  # a tqdm bar's "37%|" (text or its widget's repr)
+
+
+@pytest.mark.parametrize("nb_path", NOTEBOOKS, ids=lambda p: p.name)
+def test_stored_notebook_has_no_progress_bars_or_training_log(nb_path):
+    """The study trains before the notebooks run, so a stored notebook shows results only: no
+    progress bar frozen at some percentage and no epoch lines of a training it did not do."""
+    from pspnet_core.progress import parse_epoch_line
+
+    found = []
+    for i, kind, text in _outputs(nb_path):
+        if BAR.search(text) or "jupyter.widget-view" in kind:
+            found.append(f"cell {i} ({kind}): a progress bar")
+        if any(parse_epoch_line(line) for line in text.splitlines()):
+            found.append(f"cell {i} ({kind}): an epoch line")
+    nb = json.loads(nb_path.read_text())
+    for i, cell in enumerate(nb["cells"], 1):
+        for out in cell.get("outputs", []):
+            if any("widget-view" in mime for mime in out.get("data", {})):
+                found.append(f"cell {i}: a widget")
+    assert not found, f"{nb_path.name}: {found[:5]}"
