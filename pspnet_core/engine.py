@@ -50,7 +50,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,7 +71,7 @@ from pspnet_core.device import autocast, resolve_device, to_device
 from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
-from pspnet_core.progress import format_epoch_line, format_resume_line
+from pspnet_core.progress import GridClock, GridJob, format_epoch_line, format_resume_line
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 # "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,
@@ -616,5 +616,49 @@ def get_runs(
     cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any
 ) -> dict[int, store.Run]:
     """``{seed: Run}`` of run ``run`` for every seed of ``cfg.seeds`` (in that order), each as
-    :func:`get_run` gives it (trained one after the other when ``train``)."""
-    return {s: get_run(cfg, run, train=train, seed=s, **fit_kwargs) for s in cfg.seeds}
+    :func:`get_run` gives it (trained one after the other when ``train``, with the seeds' ETA:
+    :func:`get_grid`)."""
+    return get_grid(cfg, [run], train=train, **fit_kwargs)[run]
+
+
+def get_grid(
+    cfg: StudyConfig, runs: Iterable[str], train: bool = True, **fit_kwargs: Any
+) -> dict[str, dict[int, store.Run]]:
+    """``{run: {seed: Run}}`` for each of ``runs`` and every seed of the preset, each as
+    :func:`get_run` gives it. When it trains more than one (run, seed), a line after each gives
+    the whole grid's time left (``progress.GridClock``; not with ``quiet``)."""
+    names = list(runs)
+    pairs = [(seed, name) for name in names for seed in cfg.seeds]
+    clock = grid_clock(cfg, pairs) if train else GridClock([])
+    quiet = fit_kwargs.get("quiet")
+    loud = len(clock.jobs) > 1 and not (cfg.quiet if quiet is None else quiet)
+    out: dict[str, dict[int, store.Run]] = {name: {} for name in names}
+    for seed, name in pairs:
+        r = store.open_run(resolve_run(cfg, name, seed))
+        if train and not r.done:
+            fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
+                n, s, row["seconds"]), **fit_kwargs)
+            if r.done:
+                clock.job_done(name, seed)
+            if loud:
+                tqdm.write(clock.line())
+        out[name][seed] = r
+    return out
+
+
+def grid_clock(cfg: StudyConfig, pairs: list[tuple[int, str]]) -> GridClock:
+    """A :class:`progress.GridClock` over the (seed, run) pairs that are not done, each with
+    the epochs it has left (a partial run resumes; a damaged folder counts whole)."""
+    jobs = []
+    for seed, name in pairs:
+        run_cfg = resolve_run(cfg, name, seed)
+        r = store.peek_run(run_cfg)
+        if r.status in store.DONE_STATES:
+            continue
+        try:
+            done = r.epochs_done if r.status == "partial" else 0
+        except Exception:  # noqa: BLE001 - a damaged folder: fit reports it
+            done = 0
+        spec = cfg.runs[name]
+        jobs.append(GridJob(name, seed, f"{spec.task}/{spec.arch}", run_cfg.epochs - done))
+    return GridClock(jobs)

@@ -39,7 +39,6 @@ from pathlib import Path
 from pspnet_core import engine, errors, launch, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.device import resolve_device
-from pspnet_core.progress import GridClock, GridJob
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -191,7 +190,7 @@ def _main(args: argparse.Namespace) -> int:
     resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
     rank0 = int(os.environ.get("RANK", "0")) == 0
     grid = [(s, n) for s in seeds for n in names]  # seed-major: the folder name shows the seed
-    clock = grid_clock(cfg, grid)
+    clock = engine.grid_clock(cfg, grid)
     if rank0 and len(clock.jobs) > 1:
         print(clock.line(), flush=True)
     for seed, name in grid:
@@ -216,24 +215,6 @@ def _main(args: argparse.Namespace) -> int:
             if len(clock.jobs) > 1:
                 print(clock.line(), flush=True)
     return 0
-
-
-def grid_clock(cfg, grid: list[tuple[int, str]]) -> GridClock:
-    """A :class:`progress.GridClock` over the (seed, run) pairs of ``grid`` that are not done,
-    each with the epochs it has left (a partial run resumes)."""
-    jobs = []
-    for seed, name in grid:
-        run_cfg = resolve_run(cfg, name, seed)
-        r = runs.peek_run(run_cfg)
-        if r.status in runs.DONE_STATES:
-            continue
-        try:
-            done = r.epochs_done if r.status == "partial" else 0
-        except Exception:  # noqa: BLE001 - a damaged folder: fit reports it; count it whole
-            done = 0
-        spec = cfg.runs[name]
-        jobs.append(GridJob(name, seed, f"{spec.task}/{spec.arch}", run_cfg.epochs - done))
-    return GridClock(jobs)
 
 
 if __name__ == "__main__":
