@@ -1,6 +1,9 @@
 # Two commands do everything (README): `make study` reruns the study, `make test` runs all tests.
 # Both create the environment in .venv when it is missing.
 SHELL := /bin/bash
+# prerequisites in parallel (`make test`: the venv's pip install beside browser-deps' apt-get);
+# each recipe's output is kept together
+MAKEFLAGS += --jobs=2 --output-sync=target
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -47,11 +50,20 @@ study: env
 notebooks: env
 	$(PY) -m pspnet_core.study --params smoke --store
 
+# The unit tests run on 2 pytest-xdist workers with one torch thread each (two 2-thread
+# trainings on 2 cores wait on each other's OpenMP barriers; one thread each keeps every test
+# process's numbers the same as in any other, as the tests compare runs they train themselves);
+# a test file stays on one worker (--dist loadfile: its session fixture is trained once).
+# Then nbval over the stored notebooks, in one process with the default threads: they train the
+# smoke grid into runs/ as a reader's JupyterLab would (no notebook compares trained numbers).
+TEST_WORKERS ?= 2
 test: env browser-deps
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=25 --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg \
-		tests notebooks
+	OMP_NUM_THREADS=1 PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=25 \
+		-n $(TEST_WORKERS) --dist loadfile tests
+	PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=10 --nbval-lax \
+		--nbval-sanitize-with notebooks/sanitize.cfg notebooks
 	$(MAKE) --no-print-directory paper-dry
 
 # The edit loop: unit tests only (no training, no subprocesses, no notebooks: the tests marked

@@ -97,6 +97,7 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
         kernel="python3",
         progress_bar=False,
         log=logs.append,
+        train_first=False,  # these stand-in notebooks read no run (training: test_explore.py)
     )
     res = study.run_study("smoke", only=["01", "03"], overrides={"train.epochs": 2}, **common)
     assert res.ok and res.error is None
@@ -283,7 +284,7 @@ def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=out, figures_dir=figs,
-                        kernel="python3", log=logs.append)
+                        kernel="python3", log=logs.append, train_first=False)
     assert "<td>02_fail</td><td></td><td>running</td>" in seen_index[1]
     assert "<td>03_learning_curves-adam</td><td></td><td>pending</td>" in seen_index[1]
     index = (out / "index.html").read_text()
@@ -314,7 +315,7 @@ def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
     logs: list[str] = []
     res = study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=tmp_path / "out",
                           figures_dir=tmp_path / "figs", kernel="python3", progress_bar=False,
-                          export_html=False, log=logs.append)
+                          export_html=False, log=logs.append, train_first=False)
     assert res.ok, res.error
     epoch_lines = [line for line in logs if " epoch " in line]
     assert epoch_lines == [
