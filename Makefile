@@ -1,9 +1,10 @@
 # Two commands do everything (README): `make study` reruns the study, `make test` runs all tests.
 # Both create the environment in .venv when it is missing.
 SHELL := /bin/bash
-# prerequisites in parallel (`make test`: the venv's pip install beside browser-deps' apt-get);
-# each recipe's output is kept together
-MAKEFLAGS += --jobs=2 --output-sync=target
+# prerequisites in parallel (`make test`: the venv's pip install beside browser-deps' apt-get;
+# both are quiet, so their lines do not mix; no --output-sync, which would hold back the test
+# recipe's output until it ends)
+MAKEFLAGS += --jobs=2
 .SHELLFLAGS := -eo pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv

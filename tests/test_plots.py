@@ -150,3 +150,32 @@ def test_leaf_panels():
     assert heat.get_clim() == (0.0, 1.0)
     assert len(f13.axes) == 3  # heatmap, overlay, colour bar
     assert f11._repr_png_()[:4] == b"\x89PNG"  # shows in Jupyter without pyplot
+
+
+def test_gallery_legend_names_the_presets_classes_in_its_colours():
+    """An 11-class street preset (void mapped to 255): the gallery's legend lists the classes
+    shown in labels or predictions, "<id> <name>" in the preset's palette, plus "ignore"."""
+    from pspnet_core.config import load_params
+    from pspnet_core.data import class_names, class_palette
+
+    names = ["sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
+             "pedestrian", "bicyclist"]
+    colors = ["#808080", "#800000", "#c0c0c0", "#804080", "#3c28de", "#808000", "#c08080",
+              "#404080", "#400080", "#404000", "#0080c0"]
+    cfg = load_params("smoke", {"data.num_classes": 11, "data.ignore_index": 11,
+                                "data.classes": names, "data.class_colors": colors})
+    palette = class_palette(cfg.data)
+    labels = np.zeros((2, 8, 8), np.int64)
+    labels[:, :, 4:] = 10
+    labels[:, 0] = 255
+    preds = np.full((2, 8, 8), 3, np.int64)
+    fig = plots.loss_gallery(np.zeros((2, 8, 8, 3), np.uint8), labels, preds, [0.5, 1.5],
+                             ["a", "b"], palette, class_names=class_names(cfg.data))
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts == ["0 sky", "3 road", "10 bicyclist", "ignore"]
+    faces = [tuple(np.round(np.array(h.get_facecolor()[:3]) * 255).astype(int))
+             for h in legend.legend_handles]
+    assert faces[:3] == [tuple(palette[0]), tuple(palette[3]), tuple(palette[10])]
+    assert faces[0] == (128, 128, 128) and faces[2] == (0, 128, 192)
+    assert "background" not in texts and not any("aeroplane" in t for t in texts)
