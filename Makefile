@@ -55,11 +55,10 @@ notebooks: env
 # trainings on 2 cores wait on each other's OpenMP barriers; one thread each keeps every test
 # process's numbers the same as in any other, as the tests compare runs they train themselves);
 # a test file stays on one worker (--dist loadfile: its session fixture is trained once).
-# Then nbval over the stored notebooks (they train the smoke grid into runs/ as a reader's
-# JupyterLab would; no checked cell depends on trained numbers) beside `make paper-dry`, one
-# torch thread each: they share no file (paper-dry lives in outputs/paper-dry/), and two
-# 1-thread processes get ~1.3x the work of one 2-thread process out of 2 cores. paper-dry's
-# output is printed when both have ended; either failing fails the target.
+# Then `make test-notebooks`: nbval over the stored notebooks beside `make paper-dry`
+# (tools/check_notebooks.py): the smoke grid the notebooks read is trained first by pspnet-train
+# in two lanes of one torch thread each (the VOC PSPNet runs | the leaf run and U-Net, then
+# paper-dry), so the lanes end about together and no notebook trains under nbval.
 TEST_WORKERS ?= 2
 test: env browser-deps
 	$(PY) -m ruff check .
@@ -69,13 +68,7 @@ test: env browser-deps
 	$(MAKE) --no-print-directory test-notebooks
 
 test-notebooks: env
-	mkdir -p outputs
-	OMP_NUM_THREADS=1 $(MAKE) --no-print-directory paper-dry > outputs/paper-dry.log 2>&1 & dry=$$!; \
-	nb=0; OMP_NUM_THREADS=1 PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=10 --nbval-lax \
-		--nbval-sanitize-with notebooks/sanitize.cfg notebooks || nb=$$?; \
-	pd=0; wait $$dry || pd=$$?; \
-	echo "== make paper-dry (ran beside nbval; exit $$pd)"; cat outputs/paper-dry.log; \
-	test $$nb -eq 0 -a $$pd -eq 0
+	$(PY) tools/check_notebooks.py
 
 # The edit loop: unit tests only (no training, no subprocesses, no notebooks: the tests marked
 # `slow` are left out); `make test` still runs everything.
