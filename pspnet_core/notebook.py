@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import errors, paths
+from pspnet_core import errors, paths, process
 from pspnet_core.config import SGD_MIX, StudyConfig, load_params, show
 from pspnet_core.support import missing_runs
 
@@ -148,8 +148,10 @@ def setup(
     """(validated config, figure folder) of ``preset`` with ``overrides`` applied; prints one
     line naming the preset and the figure folder unless ``announce`` is false. ``parameters``
     are the notebook's own (:func:`check_parameters`). Every expected error is a
-    :class:`NotebookError` (one line in the notebook)."""
-    install_cell_boundary()
+    :class:`NotebookError` (one line in the notebook). In a kernel, the objects of the imports
+    before it are frozen out of the garbage collector's walks (:mod:`process`)."""
+    if install_cell_boundary():
+        process.freeze_imports()
     if not isinstance(preset, (str, os.PathLike)):
         raise _bad("preset", preset, "must be a preset name or a path to a .yaml file")
     if overrides is not None and (not isinstance(overrides, dict) or not all(

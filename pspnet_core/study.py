@@ -81,7 +81,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import errors, provenance
+from pspnet_core import errors, process, provenance
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
@@ -873,6 +873,8 @@ def store_notebooks(result: StudyResult, notebooks_dir: str | Path = NOTEBOOKS_D
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # run as a program (not called by a test)
+        process.freeze_imports()
     prog = Path(sys.argv[0]).name
     parser = argparse.ArgumentParser(
         prog=prog if prog == "pspnet-study" else "python -m pspnet_core.study",

@@ -36,7 +36,7 @@ import os
 import sys
 from pathlib import Path
 
-from pspnet_core import engine, errors, launch, runs
+from pspnet_core import engine, errors, launch, process, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.device import resolve_device
 
@@ -128,6 +128,8 @@ JOB_FLAGS = ("wait", "partition", "gpus_per_job", "procs_per_job", "cpus_per_job
 def main(argv: list[str] | None = None) -> int:
     """The command line inside the error boundary (``errors.run_main``): every expected error
     is one line with exit code 2 (bad input), 1 (a failed run) or 130 (Ctrl-C)."""
+    if argv is None:  # run as a program (not called by a test or a notebook)
+        process.freeze_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.run = [*args.run, *args.names]

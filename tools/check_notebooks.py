@@ -14,6 +14,12 @@ nbval starts when both trainings have ended, so no notebook trains and no (run, 
 twice; the runs are exactly those a notebook would train (same preset, same seeds, one thread,
 as in nbval before). Each lane's runs come from the preset, not from a list here.
 
+The lanes and nbval run with ``PSPNET_HOME=outputs/check-notebooks/home``: the grid, the
+generated data, the figures and the outputs the notebooks write land there, never in the
+project's own ``runs/`` and ``figures/`` (the committed figures were trained at two threads; a
+test run must not write over them). The folder is kept, so a second ``make test`` on the same
+machine finds the grid trained.
+
 One torch thread per process: two 2-thread processes on 2 cores wait on each other's OpenMP
 barriers, two 1-thread processes do ~1.3x the work of one 2-thread process. The training logs
 and paper-dry's output are written to ``outputs/check-notebooks/`` and printed after nbval (a
@@ -33,6 +39,7 @@ from pathlib import Path
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = SOURCE_ROOT / "outputs" / "check-notebooks"
+HOME = LOG_DIR / "home"
 NBVAL = ["-m", "pytest", "--durations=10", "--nbval-lax",
          "--nbval-sanitize-with", "notebooks/sanitize.cfg", "notebooks"]
 
@@ -47,14 +54,18 @@ def lanes(preset: str) -> tuple[list[str], list[str]]:
     return voc, [n for n in cfg.runs if n not in voc]
 
 
-def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PSPNET_PROGRESS_BARS": "0"}
+def child_env(home: bool) -> dict[str, str]:
+    """One torch thread, no bars; with ``home``, the project root at :data:`HOME`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PSPNET_PROGRESS_BARS": "0"}
+    if home:
+        env["PSPNET_HOME"] = str(HOME)
+    return env
 
 
-def start(cmd: list[str], log: Path | None) -> tuple[subprocess.Popen, float]:
+def start(cmd: list[str], log: Path | None, home: bool = True) -> tuple[subprocess.Popen, float]:
     """``cmd`` started in the source root, its output to ``log`` (None: this terminal)."""
     out = open(log, "w") if log else None  # noqa: SIM115 - closed when the process ends
-    proc = subprocess.Popen(cmd, cwd=SOURCE_ROOT, env=child_env(), stdout=out,
+    proc = subprocess.Popen(cmd, cwd=SOURCE_ROOT, env=child_env(home), stdout=out,
                             stderr=subprocess.STDOUT if out else None)
     if out:
         out.close()  # the child holds its own descriptor
@@ -69,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="smoke", help="the preset the stored notebooks use")
     args = ap.parse_args(argv)
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    HOME.mkdir(parents=True, exist_ok=True)
     voc, rest = lanes(args.preset)
     logs = {"voc": LOG_DIR / "train-voc.log", "rest": LOG_DIR / "train-rest.log",
             "dry": LOG_DIR / "paper-dry.log"}
@@ -84,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(lane2)
             rc_rest = lane2.wait()
             times[f"grid: {', '.join(rest)}"] = f"{time.monotonic() - t2:.0f} s"
-        dry, t_dry = start([sys.executable, "tools/paper_dry.py"], logs["dry"])
+        dry, t_dry = start([sys.executable, "tools/paper_dry.py"], logs["dry"], home=False)
         procs.append(dry)
         rc_voc = lane1.wait()
         times[f"grid: {', '.join(voc)}"] = f"{time.monotonic() - t1:.0f} s"

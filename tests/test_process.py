@@ -1,0 +1,65 @@
+"""process.freeze_imports: the entry points freeze what their imports made, only when they run
+as a program or in a notebook kernel, never in a caller's process."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+from tiny_preset import subprocess_env, write_tiny
+
+from pspnet_core import train
+
+
+def test_freeze_imports_moves_live_objects_to_the_permanent_generation():
+    code = ("import gc; from pspnet_core import process; before = gc.get_freeze_count(); "
+            "process.freeze_imports(); print(before, gc.get_freeze_count())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    before, after = map(int, out)
+    assert before == 0 and after > 1_000  # only the interpreter's own modules are loaded here
+
+
+def test_pspnet_train_as_a_program_freezes_and_called_with_argv_does_not(tmp_path):
+    params = write_tiny(tmp_path)
+    # as a program: main() reads sys.argv, as the console script and `python -m` do
+    code = ("import gc, sys; from pspnet_core import train; "
+            f"sys.argv = ['pspnet-train', '--params', {str(params)!r}, '--list']; "
+            "rc = train.main(); print('FROZEN', rc, gc.get_freeze_count())")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env=subprocess_env(tmp_path), timeout=300)
+    last = proc.stdout.strip().splitlines()[-1].split()
+    assert last[:2] == ["FROZEN", "0"] and int(last[2]) > 100_000, proc.stdout + proc.stderr
+    # called by a test (argv given): this process's objects stay collectable
+    before = gc.get_freeze_count()
+    assert train.main(["--params", str(params), "--list"]) == 0
+    assert gc.get_freeze_count() == before
+
+
+def test_notebook_setup_freezes_in_a_kernel_and_not_in_a_callers_process(tmp_path, monkeypatch):
+    import nbformat
+    import papermill as pm
+
+    from pspnet_core import notebook
+
+    params = write_tiny(tmp_path)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import gc\n"
+        "from pspnet_core.notebook import setup\n"
+        f"before = gc.get_freeze_count(); setup({str(params)!r}, announce=False)\n"
+        "print('FROZEN', before, gc.get_freeze_count())")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, tmp_path / "freeze.ipynb")
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path))
+    out = pm.execute_notebook(str(tmp_path / "freeze.ipynb"), str(tmp_path / "out.ipynb"),
+                              kernel_name="python3", progress_bar=False, cwd=str(tmp_path))
+    text = "".join(o.get("text", "") for o in out.cells[0].outputs)
+    _, before, after = text.split()
+    assert int(before) == 0 and int(after) > 10_000  # IPython and pspnet_core.config
+
+    before = gc.get_freeze_count()
+    notebook.setup(params, announce=False)  # no IPython shell in this process
+    assert gc.get_freeze_count() == before
