@@ -61,11 +61,15 @@ notebooks: env
 # paper-dry), so the lanes end about together and no notebook trains under nbval.
 TEST_WORKERS ?= 2
 test: env browser-deps
+	@echo "== $$(date +%T) environment ready; ruff and lint-imports"
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
+	@echo "== $$(date +%T) unit tests"
 	OMP_NUM_THREADS=1 PSPNET_PROGRESS_BARS=0 $(PY) -m pytest --durations=25 \
 		-n $(TEST_WORKERS) --dist loadfile tests
+	@echo "== $$(date +%T) notebooks (nbval) and paper-dry"
 	$(MAKE) --no-print-directory test-notebooks
+	@echo "== $$(date +%T) make test passed"
 
 test-notebooks: env
 	$(PY) tools/check_notebooks.py
