@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,3 +54,11 @@ def test_children_run_one_thread_and_only_the_lanes_and_nbval_in_the_test_home(
     cmd = check_notebooks.train_cmd("smoke", ["sgd_none"])
     assert cmd[1:] == ["-m", "pspnet_core.train", "--params", "smoke", "--quiet", "sgd_none"]
     assert sys.executable == cmd[0]
+
+
+def test_an_unknown_preset_is_one_line_with_exit_2_and_starts_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, str(TOOL), "--preset", "no-such-preset"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "no preset 'no-such-preset'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "check-notebooks times" not in proc.stdout  # no lane, nbval or paper-dry ran

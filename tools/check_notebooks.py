@@ -127,4 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.path.insert(0, str(SOURCE_ROOT))
+    from pspnet_core import errors
+
+    # a bad --preset is one line (exit 2), as in pspnet-train; a bug keeps its traceback
+    sys.exit(errors.run_main(main))
