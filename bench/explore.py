@@ -16,6 +16,8 @@ import argparse
 import statistics
 import time
 
+from machine import describe
+
 from pspnet_core import explore
 
 
@@ -74,6 +76,7 @@ def main() -> None:
     rows.append(("redraw: curves of the finished runs", timed(lambda: explore.figure_png(
         ex.curves_figure(ready[:3], list(ex.cfg.seeds))), args.repeats)))
 
+    print(describe())
     print(f"explorer, preset {ex.cfg.name}, run {run} seed {seed}, {args.split} split "
           f"({len(table)} images); median of {args.repeats}\n")
     print("| step | seconds |\n|---|---|")
