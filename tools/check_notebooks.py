@@ -37,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 
+from pspnet_core import errors
+from pspnet_core.config import load_params
+
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = SOURCE_ROOT / "outputs" / "check-notebooks"
 HOME = LOG_DIR / "home"
@@ -46,9 +49,6 @@ NBVAL = ["-m", "pytest", "--durations=10", "--nbval-lax",
 
 def lanes(preset: str) -> tuple[list[str], list[str]]:
     """(VOC PSPNet runs, every other run) of ``preset``, each in the preset's order."""
-    sys.path.insert(0, str(SOURCE_ROOT))
-    from pspnet_core.config import load_params
-
     cfg = load_params(preset)
     voc = [n for n, s in cfg.runs.items() if s.task == "voc" and s.arch == "pspnet"]
     return voc, [n for n in cfg.runs if n not in voc]
@@ -127,8 +127,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(SOURCE_ROOT))
-    from pspnet_core import errors
-
     # a bad --preset is one line (exit 2), as in pspnet-train; a bug keeps its traceback
     sys.exit(errors.run_main(main))
