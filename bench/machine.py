@@ -12,6 +12,8 @@ import time
 
 import torch
 
+from pspnet_core import precision
+
 
 def cpu_model() -> str:
     """``model name`` from /proc/cpuinfo (Linux), else platform.processor()."""
@@ -23,17 +25,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
@@ -51,9 +42,8 @@ def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: floa
 
 
 def describe() -> str:
-    """One line: CPU model, AMX yes/no, threads, torch version."""
-    flags = cpu_flags()
-    amx = "AMX" if any(f.startswith("amx") for f in flags) else "no AMX"
-    bf16 = "avx512_bf16" if "avx512_bf16" in flags else "no avx512_bf16"
-    return (f"{cpu_model()} ({amx}, {bf16}), {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+    """One line: CPU model, torch's kernel level, how it computes bf16, threads, torch version."""
+    kind = precision.cpu_bf16_kind()
+    bf16 = f"native bf16: {kind}" if kind else "bf16 emulated"
+    return (f"{cpu_model()} ({precision.kernel_level()}, {bf16}), {torch.get_num_threads()} "
+            f"threads, torch {torch.__version__}")

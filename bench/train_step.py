@@ -1,17 +1,23 @@
-"""Training-step benchmark: where the bf16 step's time goes, and what changes it.
+"""Training-step benchmark: the smoke step in fp32 and bf16 on this CPU kind, where its time goes,
+and what changes it.
 
-The step is the smoke preset's (``params/smoke.yaml``): PSPNet trained end to end from random
-init, K=21, batch 4, 81x81, bf16 autocast, SGD momentum 0.9 + weight decay 1e-4, main + 0.4 aux
-loss (``--size``, ``--batch`` change it; the older table in bench/README.md used 97/193 px,
-batch 8, frozen backbone).
+The step is the smoke preset's (``params/smoke.yaml``): PSPNet as the preset builds it (plain
+ResNet50, output stride 32, 128-channel pyramid branches) trained end to end from random init,
+K=21, batch 4, 81x81, SGD momentum 0.9 + weight decay 1e-4, main + 0.4 aux loss (``--size``,
+``--batch``, ``--output-stride`` change it).
 
-1. **Profile** (``torch.profiler``, CPU): a few bf16 steps including the data loader (a generated
-   VOC-layout set through the ``affine`` preset, as training reads it). Every profiled op's self
-   time is grouped by op kind: convolution, BatchNorm, elementwise, interpolation, pooling, loss,
-   autocast casts, optimizer (everything under ``Optimizer.step`` / ``zero_grad``), data
-   (everything under the loader's ``next``), other (autograd bookkeeping). Also: the step's
-   FLOPs (``FlopCounterMode``) and the share of the machine's bf16 matmul peak that the whole
-   step and the convolutions alone reach (``bench/machine.py``, measured in the same run).
+0. **This CPU kind** (always first; ``--quick`` prints only this): the CPU, torch's kernel level,
+   how it computes bf16 (AMX, AVX-512 BF16 or emulated), what ``precision: auto`` chooses and
+   why, and one step in fp32 and in bf16 autocast, each as ms and as a share of that
+   precision's matmul peak (``bench/machine.py``, measured in the same run). bench/README.md
+   keeps a table of the kinds measured.
+1. **Profile** (``torch.profiler``, CPU): a few steps in the precision ``auto`` chooses,
+   including the data loader (a generated VOC-layout set through the ``affine`` preset, as
+   training reads it). Every profiled op's self time is grouped by op kind: convolution,
+   BatchNorm, elementwise, interpolation, pooling, loss, autocast casts, optimizer (everything
+   under ``Optimizer.step`` / ``zero_grad``), data (everything under the loader's ``next``),
+   other (autograd bookkeeping). Also: the step's FLOPs (``FlopCounterMode``) and the share of
+   the matmul peak that the whole step and the convolutions alone reach.
 2. **Comparison**: the same fixed batch through variants of the step, interleaved over
    ``--rounds`` rounds (the median of each round's steps, best round kept: the machine may be
    shared, so single timings are noisy). ``same weights`` says whether the weights after
@@ -20,9 +26,10 @@ batch 8, frozen backbone).
    one keeps training histories bit-identical).
 
 ``--compile`` adds a ``torch.compile`` variant (minutes of compilation on 2 cores; left out by
-default). Never asserts on time.
+default). Emulate a smaller CPU kind with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``
+(section 0 shows whether the cap took effect). Never asserts on time.
 
-    .venv/bin/python bench/train_step.py [--size 81] [--batch 4] [--steps 3] [--rounds 2]
+    .venv/bin/python bench/train_step.py [--quick] [--size 81] [--batch 4] [--steps 3]
 """
 
 from __future__ import annotations
@@ -99,10 +106,16 @@ def kind_of(event) -> str:
 
 
 def build(args, *, channels_last=False, optimizer="sgd", pure_bf16=False):
-    from pspnet_core.model import PSPNet
+    import dataclasses
 
+    from pspnet_core.config import load_params
+    from pspnet_core.model import build_model
+
+    model_cfg = load_params("smoke").model
+    if args.output_stride:
+        model_cfg = dataclasses.replace(model_cfg, output_stride=args.output_stride)
     torch.manual_seed(0)
-    model = PSPNet(num_classes=21).train()
+    model = build_model(model_cfg, 21).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if pure_bf16:
@@ -154,9 +167,9 @@ def fixed_batch(args):
 
 
 def step_flops(args) -> tuple[float, float]:
-    """(all FLOPs, convolution FLOPs) of one bf16 training step."""
+    """(all FLOPs, convolution FLOPs) of one training step (the same in either precision)."""
     model, opt = build(args)
-    step = make_step(model, opt, "bf16")
+    step = make_step(model, opt, "fp32")
     x, y = fixed_batch(args)
     with FlopCounterMode(display=False) as counter:
         step(x, y)
@@ -168,7 +181,29 @@ def step_flops(args) -> tuple[float, float]:
 # ---------------------------------------------------------------- 1. profile
 
 
-def profile_step(args, peak_bf16: float) -> None:
+def this_kind(args, peaks: dict[str, float]) -> None:
+    """Section 0: the CPU kind, what ``auto`` chooses, and one step in each precision."""
+    from pspnet_core import precision
+
+    chosen = precision.resolve_precision("auto", "cpu")
+    print(f"### This CPU kind\n\ntorch kernels {torch.backends.cpu.get_cpu_capability()} "
+          f"(from the flags: {precision.kernel_level()}); native bf16: "
+          f"{precision.cpu_bf16_kind() or 'none (emulated)'}; precision auto -> "
+          f"{chosen.describe()}\n")
+    flops, _ = step_flops(args)
+    x, y = fixed_batch(args)
+    print(f"| precision | ms/step (batch {args.batch}, {args.size}x{args.size}) | GFLOP/s | "
+          "% of that precision's matmul peak |")
+    print("|---|---|---|---|")
+    for prec in ("fp32", "bf16"):
+        dt, _ = time_variant(args, {"precision": prec}, x, y, steps=args.kind_steps)
+        print(f"| {prec}{' (auto)' if prec == chosen.name else ''} | {dt * 1e3:.0f} | "
+              f"{flops / dt / 1e9:.0f} | {100 * flops / dt / 1e9 / peaks[prec]:.0f} % |",
+              flush=True)
+    print()
+
+
+def profile_step(args, peak: float, prec: str) -> None:
     from pspnet_core.config import AugmentConfig
     from pspnet_core.data.augment import build_transform
     from pspnet_core.data.loading import make_loader
@@ -177,7 +212,7 @@ def profile_step(args, peak_bf16: float) -> None:
 
     flops, conv_flops = step_flops(args)
     model, opt = build(args)
-    step = make_step(model, opt, "bf16")
+    step = make_step(model, opt, prec)
     n = args.profile_steps
     with tempfile.TemporaryDirectory() as tmp:
         root = ensure_synthetic_voc(Path(tmp) / "voc", args.batch * (n + 1) + 4, 128, seed=0)
@@ -197,7 +232,7 @@ def profile_step(args, peak_bf16: float) -> None:
     for e in prof.events():
         by_kind[kind_of(e)] += e.self_cpu_time_total / 1e3 / n  # ms per step
     traced = sum(by_kind.values())
-    print(f"### Where a bf16 step goes ({n} profiled steps incl. the loader, batch {args.batch}, "
+    print(f"### Where a {prec} step goes ({n} profiled steps incl. the loader, batch {args.batch}, "
           f"{args.size}x{args.size}, full network trained, SGD)\n")
     print(f"wall {wall * 1e3:.0f} ms/step under the profiler; profiled ops' self time "
           f"{traced:.0f} ms/step (the profiler itself adds overhead to small ops)\n")
@@ -214,9 +249,9 @@ def profile_step(args, peak_bf16: float) -> None:
     print(f"\n'other' is mostly: {others}")
     print(f"\nstep: {flops / 1e9:.1f} GFLOP ({100 * conv_flops / flops:.0f} % in convolutions); "
           f"at {wall * 1e3:.0f} ms/step that is {flops / wall / 1e9:.0f} GFLOP/s = "
-          f"{100 * flops / wall / 1e9 / peak_bf16:.0f} % of the bf16 matmul peak; the "
+          f"{100 * flops / wall / 1e9 / peak:.0f} % of the {prec} matmul peak; the "
           f"convolutions alone run at {conv_flops / (conv_ms / 1e3) / 1e9:.0f} GFLOP/s = "
-          f"{100 * conv_flops / (conv_ms / 1e3) / 1e9 / peak_bf16:.0f} % of it\n")
+          f"{100 * conv_flops / (conv_ms / 1e3) / 1e9 / peak:.0f} % of it\n")
 
 
 # ---------------------------------------------------------------- 2. comparison
@@ -244,7 +279,7 @@ def variants(args) -> list[dict]:
     return v
 
 
-def time_variant(args, var: dict, x, y) -> tuple[float, str]:
+def time_variant(args, var: dict, x, y, steps: int | None = None) -> tuple[float, str]:
     threads = torch.get_num_threads()
     if var.get("threads"):
         torch.set_num_threads(var["threads"])
@@ -259,7 +294,7 @@ def time_variant(args, var: dict, x, y) -> tuple[float, str]:
         torch.manual_seed(1)  # dropout draws: the same for every variant
         step(x, y)  # warm-up
         times = []
-        for _ in range(args.steps):
+        for _ in range(steps or args.steps):
             t0 = time.perf_counter()
             step(x, y)
             times.append(time.perf_counter() - t0)
@@ -333,6 +368,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--output-stride", type=int, choices=(8, 32), default=None,
+                    help="the backbone's output stride (default: the smoke preset's)")
+    ap.add_argument("--kind-steps", type=int, default=3, help="timed steps per precision in 0.")
+    ap.add_argument("--quick", action="store_true", help="section 0 only (this CPU kind)")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile variant (slow)")
     ap.add_argument("--no-compare", action="store_true", help="profile only")
     args = ap.parse_args()
@@ -341,7 +380,13 @@ def main() -> None:
     print(f"{describe()}; {time.strftime('%Y-%m-%d')}\n"
           f"matmul peak (2048^2, this run): fp32 {peaks['fp32']:.0f} GFLOP/s, "
           f"bf16 {peaks['bf16']:.0f} GFLOP/s\n")
-    profile_step(args, peaks["bf16"])
+    this_kind(args, peaks)
+    if args.quick:
+        return
+    from pspnet_core.precision import resolve_precision
+
+    prec = resolve_precision("auto", "cpu").name
+    profile_step(args, peaks[prec], prec)
     if not args.no_compare:
         compare(args, peaks["bf16"], peaks["fp32"])
     print()

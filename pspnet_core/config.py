@@ -26,6 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from pspnet_core.paths import PARAMS_DIR
+from pspnet_core.precision import resolve_precision
 
 
 class ParamsError(ValueError):
@@ -58,7 +59,27 @@ def show(value: Any, limit: int = VALUE_SHOWN) -> str:
 
 class _NoAliasLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses aliases (``*name``): a "billion laughs" preset of a few
-    hundred bytes would otherwise expand to gigabytes. Presets never need them."""
+    hundred bytes would otherwise expand to gigabytes. Presets never need them. It also refuses
+    a key given twice in one mapping (plain YAML keeps the last: a second ``train:`` section
+    would silently drop every key of the first), naming both lines."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001 - PyYAML's signature
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: PyYAML's own error says so
+                    break
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {show(key, 60)} appears twice in one mapping (lines "
+                        f"{first} and {line}); keep one (a second section replaces the first "
+                        "whole)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
     def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
         if self.check_event(yaml.AliasEvent):
@@ -89,11 +110,14 @@ def load_yaml_text(text: str, where: str = "YAML") -> Any:
 
 def check_name(value: str, key: str) -> str:
     """Preset and run names become folder and file names: ``[A-Za-z0-9_.-]+`` without ``..``,
-    at most ``NAME_MAX`` characters."""
-    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+    not starting with ``.`` (``.`` is the folder itself; a leading dot hides it), at most
+    ``NAME_MAX`` characters."""
+    if (not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value
+            or value.startswith(".")):
         raise ParamsError(
             f"{key}: {show(value)} is not a valid name; use letters, digits, '_', '.' and '-' "
-            "only (no '/', no '..', no spaces): names become folder and file names"
+            "only, not starting with '.' (no '/', no '..', no spaces): names become folder "
+            "and file names"
         )
     if len(value) > NAME_MAX:
         raise ParamsError(f"{key}: {show(value, 40)} is {len(value)} characters long; names "
@@ -315,7 +339,9 @@ class StudyConfig:
     # ``seed: N`` key is still read, as ``seeds: [N]`` (see load_params)
     seeds: tuple[int, ...] = (0,)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 where the device computes it natively, else fp32 (pspnet_core.precision);
+    # a run records the resolved one (RunConfig.precision)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = False
     quiet: bool = False
     # a checkpoint is written after an epoch when this many seconds have passed since the last
@@ -363,7 +389,7 @@ class RunConfig:
     eval_batch_size: int
     image_size: int
     seed: int
-    precision: str
+    precision: Literal["fp32", "bf16"]  # resolved from the preset's (auto -> fp32 or bf16)
     channels_last: bool
     device: str
     quiet: bool
@@ -670,7 +696,7 @@ def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfi
         eval_batch_size=cfg.train.eval_batch_size,
         image_size=cfg.train.leaf_image_size if leaf else cfg.train.image_size,
         seed=int(seed),
-        precision=cfg.precision,
+        precision=resolve_precision(cfg.precision, cfg.device).name,
         channels_last=cfg.channels_last,
         device=cfg.device,
         quiet=cfg.quiet,

@@ -71,6 +71,7 @@ from pspnet_core.device import autocast, resolve_device, to_device
 from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
+from pspnet_core.precision import resolve_precision, warn_if_emulated
 from pspnet_core.progress import GridClock, GridJob, format_epoch_line, format_resume_line
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
@@ -372,6 +373,7 @@ def fit(
         return run.history
     device = resolve_device(device if device is not None else run_cfg.device)
     quiet = run_cfg.quiet if quiet is None else quiet
+    warn_if_emulated(run_cfg.precision, device.type)  # once per process
     if stop_after_epoch is None and os.environ.get(STOP_ENV):
         stop_after_epoch = int(os.environ[STOP_ENV])
     started_dist = setup_distributed(device)
@@ -633,6 +635,8 @@ def get_grid(
     quiet = fit_kwargs.get("quiet")
     loud = len(clock.jobs) > 1 and not (cfg.quiet if quiet is None else quiet)
     out: dict[str, dict[int, store.Run]] = {name: {} for name in names}
+    if clock.jobs and not (cfg.quiet if quiet is None else quiet):
+        tqdm.write(f"precision {resolve_precision(cfg.precision, cfg.device).describe()}")
     for seed, name in pairs:
         r = store.open_run(resolve_run(cfg, name, seed))
         if train and not r.done:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import paths
+from pspnet_core import paths, precision
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import preset_hash as hash_of
 
@@ -41,26 +41,25 @@ def package_version(pkg: str) -> str | None:
         return None
 
 
-def _cpuinfo(field: str) -> str:
+def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith(field):
+                if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return ""
+    return platform.processor() or platform.machine()
 
 
 def machine() -> dict[str, str]:
-    """The CPU model and the instruction set bf16 kernels use: ``amx`` (AMX tiles),
-    ``avx512_bf16``, or ``none``. bf16 results differ between these kinds, so a rerun is
-    byte-identical only on the same kind."""
-    flags = set(_cpuinfo("flags").split())
-    isa = ("amx" if "amx_bf16" in flags or "amx_tile" in flags
-           else "avx512_bf16" if "avx512_bf16" in flags else "none")
-    return {"cpu": _cpuinfo("model name") or platform.processor() or platform.machine(),
-            "isa": isa, "machine": platform.machine()}
+    """The CPU model, the vector level torch's kernels use (``AVX512``, ``AVX2``; fp32 results
+    differ between levels) and how it computes bf16 (``amx``, ``avx512_bf16`` or ``none``: bf16
+    results differ between these), so a rerun is byte-identical only on the same kind."""
+    bf16 = precision.cpu_bf16_kind()
+    isa = {"AMX": "amx", "AVX-512 BF16": "avx512_bf16"}.get(bf16 or "", "none")
+    return {"cpu": _cpu_model(), "isa": isa, "kernels": precision.kernel_level(),
+            "machine": platform.machine()}
 
 
 def packages() -> dict[str, str | None]:
@@ -75,12 +74,12 @@ def run_triples(runs: Iterable[Any]) -> list[list[Any]]:
 
 def figure_record(cfg: Any, runs: Iterable[Any] = (), preset_hash: str | None = None
                   ) -> dict[str, Any]:
-    """The provenance of one figure: preset name and hash, precision, the runs it read,
+    """The provenance of one figure: preset name and hash, the resolved precision, the runs it read,
     package versions and machine kind. ``cfg``: the StudyConfig."""
     return {
         "preset": cfg.name,
         "preset_hash": preset_hash or hash_of(cfg),
-        "precision": cfg.precision,
+        "precision": precision.resolve_precision(cfg.precision, cfg.device).name,
         "runs": run_triples(runs),
         "packages": packages(),
         **machine(),

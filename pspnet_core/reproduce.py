@@ -141,8 +141,8 @@ def report(comparison: pd.DataFrame, changes: list[tuple[int, str, str]],
     """The reproduction report as Markdown (printed at the end of the study)."""
     lines = ["# Reproduction report", ""]
     if machine:
-        lines += [f"Rerun on {machine.get('cpu', '?')} (bf16 kernels: {machine.get('isa', '?')}).",
-                  ""]
+        lines += [f"Rerun on {machine.get('cpu', '?')} (kernels {machine.get('kernels', '?')}, "
+                  f"bf16 kernels: {machine.get('isa', '?')}).", ""]
     if comparison.empty:
         lines.append("No reference results (figures/<preset>/results.csv) to compare with.")
     else:

@@ -85,6 +85,7 @@ from pspnet_core import errors, process, provenance
 from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
+from pspnet_core.precision import resolve_precision
 from pspnet_core.progress import is_resume_line, parse_epoch_line
 from pspnet_core.support import missing_runs
 
@@ -672,6 +673,7 @@ def run_study(
     kernel_name = choose_kernel(kernel, log)
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"study: preset {name!r}, {len(jobs)} notebook run(s), kernel {kernel_name!r} -> {out_dir}")
+    log(f"precision {resolve_precision(cfg.precision, cfg.device).describe()}")
     results: list[JobResult] = []
     pending = list(jobs)
     index: Path | None = None
@@ -751,6 +753,7 @@ def run_study(
         index = write_index(out_dir, results, fig_dir, name, total, pending=pending,
                             since=since)
         log(summary_table(results, pending))
+        log(f"precision {resolve_precision(cfg.precision, cfg.device).describe()}")
         log(f"index: {index}")
         ok = all(r.status in FINE for r in results) and not pending
         log(

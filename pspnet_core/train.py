@@ -39,6 +39,7 @@ from pathlib import Path
 from pspnet_core import engine, errors, launch, process, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.device import resolve_device
+from pspnet_core.precision import resolve_precision
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -154,7 +155,11 @@ def _main(args: argparse.Namespace) -> int:
         print(f"error: --seed {bad[0]} is not one of the preset's seeds {list(cfg.seeds)}; "
               "add it with --set 'seeds=[...]'", file=sys.stderr)
         return 2
+    chosen = resolve_precision(cfg.precision, cfg.device)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
     if args.list:  # every run, a damaged one marked as such: one bad folder never hides the grid
+        print(f"# preset {cfg.name!r}, precision {chosen.describe()}\n"
+              f"# {'run':<16} {'seed':<5} {'status':<26} folder")
         table = runs.list_runs(cfg)
         for row in table[table["seed"].isin(seeds)].itertuples():
             state = errors.shorten(row.describe, 300)
@@ -190,9 +195,10 @@ def _main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
-    rank0 = int(os.environ.get("RANK", "0")) == 0
     grid = [(s, n) for s in seeds for n in names]  # seed-major: the folder name shows the seed
     clock = engine.grid_clock(cfg, grid)
+    if rank0 and clock.jobs and not cfg.quiet:
+        print(f"precision {chosen.describe()}", flush=True)
     if rank0 and len(clock.jobs) > 1:
         print(clock.line(), flush=True)
     for seed, name in grid:

@@ -46,7 +46,8 @@ def test_unknown_top_level_key(tmp_path):
         ("train.epochs", 2.5, r"train\.epochs: expected an integer"),
         ("channels_last", "yes", r"channels_last: expected true or false"),
         ("sgd.lr", "fast", r"sgd\.lr: expected a number"),
-        ("precision", "fp16", r"precision: 'fp16' is not allowed; use one of 'fp32', 'bf16'"),
+        ("precision", "fp16",
+         r"precision: 'fp16' is not allowed; use one of 'auto', 'fp32', 'bf16'"),
         ("runs.x", {"optimizer": "rmsprop"}, r"runs\.x\.optimizer: 'rmsprop' is not allowed"),
     ],
 )
@@ -107,11 +108,14 @@ def test_run_hash_stable_and_sensitive():
         {"train.epochs": 9},
         {"sgd.momentum": 0.8},
         {"augment.cutmix_prob": 0.25},
-        {"precision": "fp32"},
         {"data.n_train": 40},
         {"model.aux_weight": 0.3},
     ):
         assert run_hash(resolve_run(load_params("smoke", override), "sgd_mix")) != h, override
+    # the precision a run computes in (auto resolves to one of them on each machine)
+    fp32, bf16 = (run_hash(resolve_run(load_params("smoke", {"precision": p}), "sgd_mix"))
+                  for p in ("fp32", "bf16"))
+    assert fp32 != bf16 and h in (fp32, bf16)
     # things that do not change training keep it
     for override in ({"device": "cpu"}, {"quiet": True}, {"runs_dir": "elsewhere"}, {"name": "x"}):
         assert run_hash(resolve_run(load_params("smoke", override), "sgd_mix")) == h, override
@@ -146,7 +150,7 @@ def test_hash_ignores_what_does_not_change_training_and_tracks_what_does():
     assert h("sgd_affine", **{"data.n_train": 10}) != base_voc
     assert h("sgd_mix", **{"augment.cutmix_prob": 0.9}) != h("sgd_mix")
     assert h("sgd_affine", **{"sgd.momentum": 0.0}) != base_voc
-    assert h("sgd_affine", precision="fp32") != base_voc
+    assert h("sgd_affine", precision="fp32") != h("sgd_affine", precision="bf16")
 
 
 def test_recipe_version_is_hashed(monkeypatch):
@@ -210,3 +214,27 @@ def test_claims_and_switch_keys_are_validated():
         load_params("smoke", {"unet_sgd.momentum": 0.0})
     with pytest.raises(ParamsError, match="augment.blur"):
         load_params("smoke", {"augment.blur": "3.x"})
+
+
+@pytest.mark.parametrize(("text", "key", "lines"), [
+    ("train:\n  epochs: 2\n  batch_size: 2\ntrain:\n  epochs: 99\n", "'train'", "1 and 4"),
+    ("train:\n  epochs: 2\n  epochs: 3\n", "'epochs'", "2 and 3"),
+    ("sgd: {lr: 0.1, lr: 0.2}\n", "'lr'", "1 and 1"),
+])
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path, text, key, lines):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ParamsError, match=rf"twice\.yaml: .*key {key} appears twice .*lines "
+                                          rf"{lines}"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("name", [".", "..", ".hidden", "a/b", "a..b"])
+def test_names_that_would_be_odd_paths_are_refused(tmp_path, name):
+    path = tmp_path / "named.yaml"
+    path.write_text(yaml.safe_dump({"name": name}))
+    with pytest.raises(ParamsError, match=r"name: .* is not a valid name.*not starting with '\.'"):
+        load_params(path)
+    path.write_text(yaml.safe_dump({"runs": {name: {"task": "voc"}}}))
+    with pytest.raises(ParamsError, match="is not a valid name"):
+        load_params(path)

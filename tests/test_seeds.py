@@ -53,11 +53,11 @@ def test_resolve_run_per_seed_and_folder_names(tmp_path):
 def test_train_cli_grid_and_seed_option(tmp_path, capsys):
     params = write_tiny(tmp_path, seeds=[0, 3])
     assert train.main(["--params", str(params), "--list"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#")]
     assert len(out) == 6 and sum(" s3 " in ln for ln in out) == 3
     assert any(ln.startswith("sgd_mix") and "/sgd_mix-s3-" in ln for ln in out)
     assert train.main(["--params", str(params), "--list", "--seed", "3"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = [ln for ln in capsys.readouterr().out.splitlines() if not ln.startswith("#")]
     assert len(out) == 3 and all(" s3 " in ln for ln in out)
     assert train.main(["--params", str(params), "--run", "sgd_mix", "--seed", "4"]) == 2
     assert "not one of the preset's seeds" in capsys.readouterr().err

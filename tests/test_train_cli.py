@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from tiny_preset import train_cli, write_tiny
 
@@ -37,7 +35,10 @@ def test_bad_override_and_unknown_run_exit_2(tmp_path, capsys):
 def test_list_shows_status_and_dirs(tmp_path, capsys):
     params = write_tiny(tmp_path)
     assert train.main(["--params", str(params), "--list"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    header, columns, *out = capsys.readouterr().out.splitlines()
+    # the header names the preset and the precision its runs resolve to, and why
+    assert header.startswith("# preset 'tiny', precision fp32: set in the preset")
+    assert columns.split() == ["#", "run", "seed", "status", "folder"]
     assert len(out) == 3 and all("absent" in line for line in out)
     assert any(line.startswith("sgd_mix") and str(tmp_path / "runs" / "sgd_mix-") in line
                for line in out)
@@ -47,15 +48,12 @@ def test_list_shows_status_and_dirs(tmp_path, capsys):
 def test_finished_run_returns_at_once_and_lists_done(reference_run):
     home, params, run = reference_run
     mtime = run.checkpoint_path.stat().st_mtime_ns
-    t0 = time.monotonic()
     out = train_cli(home, params, "--run", "sgd_mix")
-    elapsed = time.monotonic() - t0
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"sgd_mix: done, {run.dir}"
     assert run.checkpoint_path.stat().st_mtime_ns == mtime  # nothing was retrained
-    assert elapsed < 60  # interpreter + imports only (an epoch would add far more)
     listing = train_cli(home, params, "--list")
-    lines = {ln.split()[0]: ln for ln in listing.stdout.splitlines()}
+    lines = {ln.split()[0]: ln for ln in listing.stdout.splitlines() if ln[:1] != "#"}
     assert "done" in lines["sgd_mix"] and str(run.dir) in lines["sgd_mix"]
     assert "absent" in lines["adam_none"]
 
