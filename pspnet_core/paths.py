@@ -16,9 +16,24 @@ PARAMS_DIR = SOURCE_ROOT / "params"
 NOTEBOOKS_DIR = SOURCE_ROOT / "notebooks"
 
 
+class HomeError(ValueError):
+    """``PSPNET_HOME`` is set but names no usable folder (bad input: exit 2)."""
+
+
 def project_root() -> Path:
-    """The folder that relative data/, runs/, figures/ and outputs/ paths hang from."""
-    return Path(os.environ.get("PSPNET_HOME", SOURCE_ROOT)).resolve()
+    """The folder that relative data/, runs/, figures/ and outputs/ paths hang from:
+    ``PSPNET_HOME`` when set (it must not be empty nor name a file), else the source root."""
+    home = os.environ.get("PSPNET_HOME")
+    if home is None:
+        return SOURCE_ROOT
+    if not home.strip():
+        raise HomeError("PSPNET_HOME is set to an empty string; unset it (the project folder "
+                        "is used) or set it to a folder")
+    root = Path(home).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise HomeError(f"PSPNET_HOME={home} is a file, not a folder; set it to a folder "
+                        "(it is created when missing)")
+    return root
 
 
 def resolve(path: str | Path) -> Path:

@@ -953,12 +953,20 @@ def _params_folder(suffix: str):
     return setup
 
 
-def _home_is_file(tmp, mp):
-    params = write_tiny(tmp / "p", runs_dir="runs")  # relative: under PSPNET_HOME
-    home = tmp / "homefile"
-    home.write_text("not a folder\n")
-    mp.setenv("PSPNET_HOME", str(home))
-    return Entry(["--params", str(params), "--run", "adam_none"], [tmp])
+def _home_is_file(*args: str):
+    def setup(tmp, mp):
+        params = write_tiny(tmp / "p", runs_dir="runs")  # relative: under PSPNET_HOME
+        home = tmp / "homefile"
+        home.write_text("not a folder\n")
+        mp.setenv("PSPNET_HOME", str(home))
+        return Entry(["--params", str(params), *args], [tmp])
+    return setup
+
+
+def _home_is_empty(tmp, mp):
+    params = write_tiny(tmp / "p", runs_dir="runs")
+    mp.setenv("PSPNET_HOME", "")
+    return Entry(["--params", str(params), "--list"], [tmp])
 
 
 def _device_cuda(tmp, mp):
@@ -1207,8 +1215,12 @@ CLI_ROWS: list[CliRow] = [
     CliRow("cli-params-folder-yaml", _params_folder(".yaml"), 2, r"presets\.yaml is a folder"),
     CliRow("cli-params-not-utf8", _preset_file(b"name: caf\xe9\n", "--list"), 2,
            r"preset\.yaml: not UTF-8 text \(byte 9"),
-    CliRow("cli-pspnet-home-is-file", _home_is_file, 1,
-           r"adam_none \(seed 0\): .*homefile.*Not a directory.*check PSPNET_HOME"),
+    CliRow("cli-pspnet-home-is-file", _home_is_file("--run", "adam_none"), 2,
+           r"PSPNET_HOME=.*homefile is a file, not a folder"),
+    CliRow("cli-pspnet-home-is-file-list", _home_is_file("--list"), 2,
+           r"PSPNET_HOME=.*homefile is a file, not a folder"),
+    CliRow("cli-pspnet-home-empty", _home_is_empty, 2,
+           r"PSPNET_HOME is set to an empty string; unset it"),
     CliRow("cli-device-cuda-without-gpu", _device_cuda, 2,
            r"device 'cuda' requested .*use --device cpu"),
     CliRow("cli-run-name-250-characters", _long_run_name, 2,

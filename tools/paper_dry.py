@@ -28,10 +28,11 @@ The check: every figure the notebooks write (fig01..fig15 PNGs) and ``claims.md`
 ``figures/paper/`` of the dry-run folder; otherwise (or when the study fails) the command exits 1
 naming what is missing.
 
-Counts, and why: 8 training images because both the preset's ``train.batch_size: 8`` (loaders
-drop the last partial batch) and notebook 02's ``n_show = 8`` (one loader batch of 8 training
-images) need 8; 2 held-out images; 10 leaves (``leaf_heldout_fraction: 0.2``: 8 train, 2 held
-out); 1 epoch (VOC and leaf); 1 seed; galleries rank 4 images per split and show 2.
+Counts, and why: 2 training images in batches of 2 (``train.batch_size: 2``: the preset's 8
+would need 8 images, since loaders drop the last partial batch); 2 held-out images; 5 leaves
+(``leaf_heldout_fraction: 0.2``: 4 train, 1 held out); 1 epoch (VOC and leaf); 1 seed; galleries
+rank 4 images per split and show 2. The precision is the preset's ``auto``: bf16 where the CPU
+computes it natively, fp32 elsewhere (an AVX2-only CPU would take ~15x longer in bf16).
 
     .venv/bin/python tools/paper_dry.py [--root outputs/paper-dry] [--generate-only]
 """
