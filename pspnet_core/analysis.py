@@ -56,7 +56,7 @@ from pspnet_core.metrics import (
     scene_complexity,
 )
 from pspnet_core.model import build_model
-from pspnet_core.runs import Run
+from pspnet_core.runs import Run, load_state
 
 Split = Literal["train", "heldout"]
 
@@ -70,7 +70,7 @@ def load_model(run: Run, device: str | torch.device = "cpu") -> nn.Module:
     # (inference only; freezing a weights=None backbone would warn about random weights)
     model_cfg = dataclasses.replace(run.run_cfg.model, weights=None, freeze_backbone=False)
     model = build_model(model_cfg, run.run_cfg.num_classes, arch=run.run_cfg.arch)
-    model.load_state_dict(state["model"])
+    load_state(model, state["model"], run.checkpoint_path)
     return model.to(device).eval()
 
 

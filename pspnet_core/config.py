@@ -551,6 +551,12 @@ def _check_consistency(cfg: StudyConfig) -> None:
         if UNET_RUN in cfg.runs:  # only a preset with the U-Net baseline tests claim 6
             raise ParamsError(f"claims.claim6_run: {run6!r} is not a PSPNet VOC run of this "
                               f"preset; use one of {', '.join(voc) or '(none defined)'}")
+    if (any(r.task == "voc" for r in cfg.runs.values())
+            and cfg.data.n_train < cfg.train.batch_size):
+        raise ParamsError(
+            f"train.batch_size ({cfg.train.batch_size}) is larger than data.n_train "
+            f"({cfg.data.n_train}): an epoch would have no full batch (the last partial batch "
+            f"is dropped); use train.batch_size <= {cfg.data.n_train} or more training images")
     if not cfg.seeds:
         raise ParamsError("seeds: give at least one seed, e.g. seeds: [0, 1, 2]")
     if any(s < 0 or s > SEED_MAX for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):

@@ -65,7 +65,14 @@ from tqdm.auto import tqdm
 from pspnet_core import data
 from pspnet_core import model as model_lib
 from pspnet_core import runs as store
-from pspnet_core.config import AdamConfig, RunConfig, SGDConfig, StudyConfig, resolve_run
+from pspnet_core.config import (
+    AdamConfig,
+    ParamsError,
+    RunConfig,
+    SGDConfig,
+    StudyConfig,
+    resolve_run,
+)
 from pspnet_core.data.loading import make_loader
 from pspnet_core.device import autocast, resolve_device, to_device
 from pspnet_core.losses import main_and_total, segmentation_loss
@@ -436,8 +443,10 @@ def setup_training(
     optimizer = build_optimizer(model, run_cfg)
     iters = (len(train_ds) // world) // batch  # DistributedSampler(drop_last) shards first
     if iters == 0:
-        raise ValueError(
-            f"{len(train_ds)} training images give no full batch of {batch} per process"
+        raise ParamsError(
+            f"train.batch_size: {len(train_ds)} training images of run {run_cfg.run!r} give no "
+            f"full batch of {batch} per process (the last partial batch is dropped); use "
+            f"train.batch_size <= {len(train_ds) // world * world} or more training images"
         )
     scheduler, per_iter = build_scheduler(optimizer, run_cfg, iters)
     return Training(run_cfg, model, optimizer, scheduler, per_iter, train_ds, heldout_ds, batch)
@@ -459,9 +468,9 @@ def resume_training(
     start, history = 0, []
     if run.checkpoint_path.is_file():
         state = run.checkpoint(map_location=device)
-        training.model.load_state_dict(state["model"])
-        training.optimizer.load_state_dict(state["optimizer"])
-        training.scheduler.load_state_dict(state["scheduler"])
+        store.load_state(training.model, state["model"], run.checkpoint_path)
+        store.load_state(training.optimizer, state["optimizer"], run.checkpoint_path, "optimizer")
+        store.load_state(training.scheduler, state["scheduler"], run.checkpoint_path, "schedule")
         saved_world = int(state.get("world_size", world))
         if saved_world != world:
             raise ValueError(

@@ -107,6 +107,20 @@ class RunFileError(RuntimeError):
     says what to do (usually: delete the run folder to retrain)."""
 
 
+def load_state(target: Any, state: Any, path: Path, what: str = "model") -> None:
+    """``target.load_state_dict(state)`` (a network, optimizer or schedule) with a failure (a
+    tensor of another shape, a missing or extra key: a checkpoint of another network) raised as
+    :class:`RunFileError` naming the checkpoint file."""
+    try:
+        target.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
+        first = " ".join(str(err).split())[:300]
+        raise RunFileError(
+            f"{path}: the {what} state does not fit this run's {what} ({first}); the checkpoint "
+            f"is of another network or damaged: delete {path.parent} to retrain the run"
+        ) from None
+
+
 class DiskFullError(OSError):
     """A save failed because the disk is full; the previous version of the file is intact."""
 

@@ -1494,3 +1494,57 @@ def test_bars_env_turns_bars_off_but_not_the_iteration(monkeypatch):
     monkeypatch.setenv(engine.BARS_ENV, "0")
     bar = engine._bar([1, 2, 3], quiet=False, desc="x")
     assert bar.bar is None and list(bar) == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- round 3: faults never named
+
+
+def test_checkpoint_of_another_shape_names_the_file(tmp_path):
+    """A checkpoint whose tensor has another shape (a checkpoint of another network copied in):
+    resuming and ``analysis.load_model`` both end in one RunFileError naming the file."""
+    rc = resolve_run(load_params(write_tiny(tmp_path)), "sgd_mix")
+    engine.fit(rc, build_model=lambda cfg, k: SmallNet(k), stop_after_epoch=1)
+    run = runs.open_run(rc)
+    state = run.checkpoint()
+    name = next(iter(state["model"]))
+    state["model"][name] = torch.zeros(3, 3)  # no tensor of this network has this shape
+    runs.save_epoch(run, state)
+    before = run.checkpoint_path.read_bytes()
+    with pytest.raises(runs.RunFileError, match=rf"{re.escape(str(run.checkpoint_path))}: the "
+                                                r"model state does not fit .*delete"):
+        engine.fit(rc, build_model=lambda cfg, k: SmallNet(k))
+    with pytest.raises(runs.RunFileError, match=re.escape(str(run.checkpoint_path))):
+        analysis.load_model(run)
+    assert run.checkpoint_path.read_bytes() == before  # nothing lost
+
+
+def test_batch_larger_than_the_training_set_names_the_key(tmp_path):
+    with pytest.raises(ParamsError, match=r"train\.batch_size \(8\) is larger than "
+                                          r"data\.n_train \(4\)"):
+        load_params(write_tiny(tmp_path, train={"batch_size": 8}))
+    # a leaf set the config cannot count: the engine names the key when it has the images
+    params = write_tiny(tmp_path, train={"batch_size": 4},
+                        runs={"leaf_sgd_affine": {"task": "leaf", "optimizer": "sgd",
+                                                  "regime": "affine"}},
+                        data={"synthetic_leaf_images": 4, "leaf_heldout_fraction": 0.5})
+    rc = resolve_run(load_params(params), "leaf_sgd_affine")
+    with pytest.raises(ParamsError, match=r"train\.batch_size: 2 training images of run "
+                                          r"'leaf_sgd_affine' give no full batch of 4"):
+        engine.fit(rc, build_model=lambda cfg, k: SmallNet(k))
+
+
+def test_a_symlink_loop_as_an_image_is_named_as_such(tmp_path):
+    root = _leaf_folder(tmp_path, "none")
+    target = root / "images" / "leaf_3.png"
+    target.unlink()
+    target.symlink_to(target)  # a loop: the link points at itself
+    with pytest.raises(DataError, match=r"leaf_3\.png is a symbolic link that leads to no file"):
+        leaf_pairs(root)
+
+
+def test_an_id_list_not_utf8_is_named(tmp_path):
+    root = synthetic.ensure_synthetic_voc(tmp_path / "voc", 6, 32, seed=0)
+    ids = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "trainval.txt"
+    ids.write_bytes(b"ok\nbad\xff\n")
+    with pytest.raises(DataError, match=r"trainval\.txt is not UTF-8 text \(byte 6"):
+        voc_pairs(root)

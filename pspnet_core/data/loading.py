@@ -179,7 +179,12 @@ def rgb_to_index(rgb: np.ndarray, colormap: np.ndarray, path: str | Path = "mask
 def _by_stem(folder: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in exts:
+        if p.name.startswith(".") or p.suffix.lower() not in exts:
+            continue
+        if p.is_symlink() and not p.exists():  # is_file() would skip it and blame its partner
+            raise DataError(f"{p} is a symbolic link that leads to no file (broken, or a loop "
+                            "of links); replace it with the file or remove it")
+        if not p.is_file():
             continue
         if p.stem in found:
             raise DataError(f"two files share the stem {p.stem!r}: {found[p.stem]} and {p}")

@@ -65,8 +65,11 @@ def check_id_list(list_file: Path) -> None:
     component): ``../x``, ``sub/x``, ``/abs/x`` would read files outside the tree."""
     try:
         text = list_file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise DataError(f"{list_file} is not a text file of image ids") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{list_file} is not UTF-8 text (byte {err.start}: {err.reason}); an "
+                        "id list holds one image id per line, saved as UTF-8") from None
+    except OSError as err:
+        raise DataError(f"{list_file} cannot be read: {err.strerror}") from None
     for lineno, line in enumerate(text.splitlines(), start=1):
         image_id = line.strip()
         if not image_id:
@@ -98,12 +101,13 @@ def voc_pairs(
         list_file = voc_root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
         if not list_file.is_file():
             raise _missing(root, f"the id list {list_file}")
+        check_id_list(list_file)  # before torchvision reads it (its own errors name no file)
     try:
         vs = VOCSegmentation(str(root), year="2012", image_set=image_set, download=download)
     except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
         raise _missing(root, f"the folder {voc_root} ({err})") from None
     list_file = voc_root / "ImageSets" / "Segmentation" / f"{image_set}.txt"
-    if list_file.is_file():
+    if download and list_file.is_file():
         check_id_list(list_file)
     pairs: list[Pair] = []
     seen: set[str] = set()
