@@ -23,7 +23,8 @@ def _umask() -> int:
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; when the block succeeds, fsync it and move it
-    onto ``path``; when it raises, remove it and leave ``path`` as it was."""
+    onto ``path``; when it raises, remove it and leave ``path`` as it was (an OS error that
+    names no file, such as a full disk mid-write, is given ``path``)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -35,6 +36,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; use what open() would
         os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.filename is None:  # a write that failed mid-file (a full disk) names no file
+            err.filename = str(target)
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

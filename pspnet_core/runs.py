@@ -228,11 +228,14 @@ def _disk_full_is_clear(path: str | Path) -> Iterator[None]:
                 full = False
         if not full:
             raise
+        kept = ("the previous version of the file is intact and training resumes from the "
+                "last saved epoch" if Path(path).exists() else
+                "nothing was saved (there was no earlier version), so the run starts again from "
+                "its first epoch")
         raise DiskFullError(
             errno.ENOSPC,
             f"cannot save {path}: the disk is full (no space left on device); free some space "
-            "and run again: the previous version of the file is intact and training resumes "
-            "from the last saved epoch",
+            f"and run again: {kept}",
         ) from None
 
 

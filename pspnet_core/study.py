@@ -253,7 +253,8 @@ def train_runs(preset_value: str, overrides: dict[str, Any] | None,
     log("training: every (run, seed) of the preset that is not done (pspnet-train --run all)")
     last = ""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=env, cwd=str(resolve("."))) as proc:
+                          env=env, cwd=str(resolve(".")),
+                          preexec_fn=process.die_with_parent) as proc:  # noqa: PLW1509
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()

@@ -1548,3 +1548,54 @@ def test_an_id_list_not_utf8_is_named(tmp_path):
     ids.write_bytes(b"ok\nbad\xff\n")
     with pytest.raises(DataError, match=r"trainval\.txt is not UTF-8 text \(byte 6"):
         voc_pairs(root)
+
+
+def test_a_full_disk_at_the_first_checkpoint_does_not_promise_an_old_version(tmp_path,
+                                                                              monkeypatch):
+    params = write_tiny(tmp_path / "home")
+    r = runs.open_run(resolve_run(load_params(params), "adam_none"))
+    state = {"model": {"w": torch.arange(4.0)}, "optimizer": {"state": {}, "param_groups": []},
+             "scheduler": {"last_epoch": 1}, "epoch": 1, "history": history_rows(1),
+             "run_hash": r.hash, "world_size": 1}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with runs.run_lock(r):
+        runs.start_run(r, torch.device("cpu"))
+        monkeypatch.setattr(torch, "save", full)
+        with pytest.raises(runs.DiskFullError, match=r"checkpoint\.pt: the disk is full.*nothing "
+                                                     r"was saved \(there was no earlier"):
+            runs.save_epoch(r, state)
+    assert not r.checkpoint_path.exists() and not list(r.dir.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("where", ["synthetic-data", "figure"])
+def test_a_full_disk_mid_write_names_the_path(tmp_path, monkeypatch, where):
+    """A write that fails mid-file (ENOSPC from write(), which names no file) is reported with
+    the folder or file it was writing; nothing half-written is left."""
+    import matplotlib.pyplot as plt
+
+    from pspnet_core import plots
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if where == "synthetic-data":
+        monkeypatch.setattr(Image.Image, "save", full)
+        with pytest.raises(OSError) as info:
+            synthetic.ensure_synthetic_voc(tmp_path / "data" / "voc", 4, 32, seed=0)
+        assert info.value.filename == str(tmp_path / "data")
+        assert not [p for p in (tmp_path / "data").iterdir() if ".tmp-" in p.name]
+    else:
+        fig = plt.figure()
+        plots.save_figure(fig, tmp_path / "figs", "fig99")
+        before = (tmp_path / "figs" / "fig99.png").read_bytes()
+        monkeypatch.setattr(type(fig), "savefig", full)
+        with pytest.raises(OSError) as info:
+            plots.save_figure(fig, tmp_path / "figs", "fig99")
+        plt.close(fig)
+        assert info.value.filename == str(tmp_path / "figs" / "fig99.png")
+        assert (tmp_path / "figs" / "fig99.png").read_bytes() == before  # the old one kept
+    from pspnet_core import errors
+    assert str(info.value.filename) in errors.one_line(info.value)

@@ -4,9 +4,12 @@ as a program or in a notebook kernel, never in a caller's process."""
 from __future__ import annotations
 
 import gc
+import signal
 import subprocess
 import sys
+import time
 
+import pytest
 from tiny_preset import subprocess_env, write_tiny
 
 from pspnet_core import train
@@ -65,3 +68,34 @@ def test_notebook_setup_freezes_in_a_kernel_and_not_in_a_plain_process(tmp_path,
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, env=subprocess_env(tmp_path), timeout=300)
     assert proc.stdout.split()[-2:] == ["FROZEN", "0"], proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG)")
+def test_a_child_dies_with_its_parent_even_by_sigkill():
+    """What a SIGKILLed pspnet-study does to its pspnet-train child (study.train_runs): the
+    child gets SIGTERM from the kernel instead of training on, orphaned."""
+    parent = (
+        "import os, signal, subprocess, sys\n"
+        "from pspnet_core import process\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                         preexec_fn=process.die_with_parent)\n"
+        "print(child.pid, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == -signal.SIGKILL
+    pid = int(out.stdout.split()[0])
+    for _ in range(100):  # the kernel signals at once; allow a loaded machine 10 s
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), f"child {pid} outlived its SIGKILLed parent"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False

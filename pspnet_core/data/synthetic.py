@@ -353,6 +353,11 @@ def _generate(final: Path, params: dict, writer: Callable[[Path], None]) -> None
             if _read_marker(final) != params:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)  # a concurrent generation finished first
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.filename is None:  # a write that failed mid-file (a full disk) names no file
+            err.filename = str(final.parent)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
