@@ -16,7 +16,7 @@ KERNEL := pspnet-study
 LOCK := requirements.lock
 PIP_TOOLS := $(VENV)/pip-tools
 
-.PHONY: env lock browser-deps study notebooks test test-notebooks test-fast paper-dry lint bench clean-generated
+.PHONY: env lock browser-deps study notebooks test test-notebooks test-fast fuzz paper-dry lint bench clean-generated
 
 env: $(VENV)/.installed
 
@@ -79,6 +79,12 @@ test-notebooks: env
 test-fast: env
 	$(PY) -m ruff check .
 	$(PY) -m pytest -m "not slow" tests
+
+# The fuzzers (tests/fuzz/: the preset loader, --set and every file reader) with the long
+# Hypothesis profile: 2000 examples per test, random seeds, failures kept in .hypothesis/ and
+# replayed first next time (`make test` runs the same tests with a fixed seed, ~40 examples).
+fuzz: env
+	HYPOTHESIS_PROFILE=fuzz OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) -q tests/fuzz
 
 # The paper preset end to end at toy size, offline (tools/paper_dry.py; `make test` runs it): the
 # preset unchanged except counts (8 train / 2 held-out images, 1 epoch, 1 seed, all 7 runs at

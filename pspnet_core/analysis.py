@@ -240,8 +240,8 @@ def cached_arrays(run: Run, cache: Path, keys: tuple[str, ...],
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return {k: z[k] for k in keys}
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-            pass  # damaged or foreign: recomputed below
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # damaged, empty (EOFError) or foreign: recomputed below
     arrays = compute()
     if run.done:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:

@@ -40,7 +40,7 @@ MAX_MESSAGE = 2000  # characters of one error line (a 58 MB YAML value never rea
 BAD_INPUT = frozenset({
     "ParamsError", "DataError", "DatasetNotFoundError", "WeightsFileError",
     "WeightsUnavailableError", "TorchFileError", "LaunchError", "StudyError",
-    "DeviceUnavailableError", "ParameterError", "HomeError",
+    "DeviceUnavailableError", "ParameterError", "HomeError", "ResultsFileError",
 })
 FAILED_RUN = frozenset({
     "RunFileError", "RunBusyError", "RunNotTrainedError", "DiskFullError", "NonFiniteLossError",

@@ -31,6 +31,36 @@ COLUMNS = ("run", "seed", "hash", "status", "epochs", "final_heldout_loss",
 COMPARED = ("final_heldout_loss", "final_metric")
 
 
+class ResultsFileError(ValueError):
+    """A results.csv (the reference a rerun is compared with) that cannot be read as one; the
+    message names the file."""
+
+
+def read_results(text: str, where: str | Path = "results.csv") -> pd.DataFrame:
+    """A results.csv's text as the frame :func:`compare` reads: the columns ``run``, ``seed``
+    and the compared ones, seeds integers, numbers numeric (empty for a run not done).
+    :class:`ResultsFileError` naming ``where`` otherwise."""
+    import io
+
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype={"run": str})
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ResultsFileError(f"{where} is not a CSV table ({first})") from None
+    missing = [c for c in ("run", "seed", *COMPARED) if c not in frame.columns]
+    if missing:
+        raise ResultsFileError(f"{where} lacks the column(s) {', '.join(missing)}; it is not a "
+                               "results.csv written by the study")
+    try:
+        seeds = pd.to_numeric(frame["seed"], errors="raise")
+        numbers = {c: pd.to_numeric(frame[c], errors="raise").astype(float) for c in COMPARED}
+    except (ValueError, TypeError) as err:
+        raise ResultsFileError(f"{where}: a seed or number is not numeric ({err})") from None
+    if seeds.isna().any() or (seeds % 1 != 0).any() or frame["run"].isna().any():
+        raise ResultsFileError(f"{where}: every row needs a run name and an integer seed")
+    return frame.assign(seed=seeds.astype("int64"), **numbers)
+
+
 def results_table(cfg: StudyConfig) -> pd.DataFrame:
     """One row per (run, seed) of the preset: status, the final and best held-out loss and
     metric (mIoU for VOC runs, Dice for the leaf run) from the history, and the run folder

@@ -784,8 +784,6 @@ def _reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
     """After a finished study: results.csv (outputs/ and the figure folder), the code commit in
     provenance.json, and the reproduction report against the reference (printed and written
     to outputs/<preset>/reproduction.md)."""
-    import io
-
     import pandas as pd
 
     from pspnet_core import reproduce
@@ -799,10 +797,10 @@ def _reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
     comparison = pd.DataFrame()
     if "results.csv" in reference:
         try:
-            comparison = reproduce.compare(pd.read_csv(io.StringIO(reference["results.csv"])),
-                                           table)
-        except (ValueError, KeyError) as err:
-            log(f"  (reference results.csv unreadable: {err}; no comparison)")
+            comparison = reproduce.compare(
+                reproduce.read_results(reference["results.csv"], fig_dir / "results.csv"), table)
+        except reproduce.ResultsFileError as err:
+            log(f"  (reference unreadable: {err}; no comparison)")
     claims_now = (fig_dir / "claims.md").read_text() if (fig_dir / "claims.md").is_file() else ""
     changes = (reproduce.verdict_changes(reference["claims.md"], claims_now)
                if "claims.md" in reference and claims_now else [])
