@@ -87,6 +87,7 @@ from pspnet_core.config import ParamsError, load_params, parse_overrides
 from pspnet_core.paths import NOTEBOOKS_DIR, resolve
 from pspnet_core.precision import resolve_precision
 from pspnet_core.progress import is_resume_line, parse_epoch_line
+from pspnet_core.studyindex import OUTPUTS_ENV, STUDY_PID_FILE, index_state
 from pspnet_core.support import missing_runs
 
 DEFAULT_KERNEL = "pspnet-study"
@@ -238,18 +239,21 @@ def choose_kernel(requested: str = DEFAULT_KERNEL, log: Callable[[str], None] = 
 
 
 def train_runs(preset_value: str, overrides: dict[str, Any] | None,
-               log: Callable[[str], None] = print) -> None:
+               log: Callable[[str], None] = print, outputs_dir: Path | None = None) -> None:
     """Train every (run, seed) the preset names that is not done yet, before any notebook runs:
     ``pspnet-train --run all`` in a child process, its lines (epoch lines, the whole grid's ETA
     after each run, ``<run>: done, <folder>``) forwarded to ``log``. The notebooks then only
     read the run store, so their stored outputs hold no training log. :class:`StudyError`
-    (with the child's error line) when a run fails."""
+    (with the child's error line) when a run fails. The child dies with the study (SIGKILL
+    included) and then marks ``outputs_dir``'s index interrupted (``studyindex``)."""
     import subprocess
 
     cmd = [sys.executable, "-m", "pspnet_core.train", "--params", preset_value, "--run", "all"]
     for key, value in (overrides or {}).items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]  # JSON is YAML: parse_overrides reads it
     env = {**os.environ, "PSPNET_PROGRESS_BARS": "0", "PYTHONUNBUFFERED": "1"}
+    if outputs_dir is not None:
+        env[OUTPUTS_ENV] = str(Path(outputs_dir).resolve())
     log("training: every (run, seed) of the preset that is not done (pspnet-train --run all)")
     last = ""
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -402,8 +406,6 @@ def _written(before: dict[str, int], after: dict[str, int]) -> list[str]:
 
 # ---------------------------------------------------------------- one study per outputs folder
 
-STUDY_PID_FILE = ".study.pid"
-_STATE = re.compile(r'<meta name="pspnet-study" content="pid=(\d+); state=(\w+)">')
 
 
 def _study_lock(out_dir: Path) -> int:
@@ -427,53 +429,6 @@ def _study_lock(out_dir: Path) -> int:
         raise
     atomic_write_text(out_dir / STUDY_PID_FILE, f"{os.getpid()}\n")
     return fd
-
-
-def _study_running(out_dir: Path) -> bool:
-    """Whether a study holds ``out_dir``'s lock now (a shared, non-blocking probe)."""
-    try:
-        fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
-def index_state(outputs_dir: str | Path) -> str:
-    """``"absent"``, ``"running"``, ``"finished"`` or ``"interrupted"``: the study state the
-    index records, checked. An index that says a study is running while no process holds the
-    outputs folder's lock (the study was killed, e.g. SIGKILL or a power cut) is rewritten on this
-    read: its running and pending rows become ``interrupted`` / ``not run``."""
-    out = Path(outputs_dir)
-    target = out / "index.html"
-    try:
-        page = target.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return "absent"
-    found = _STATE.search(page)
-    if found is None:
-        return "finished"
-    pid, state = found.groups()
-    if state != "running" or _study_running(out):
-        return state
-    page = page.replace(found.group(0), f'<meta name="pspnet-study" content="pid={pid}; '
-                                         'state=interrupted">')
-    page = page.replace('<tr class="running">', '<tr class="interrupted">').replace(
-        "<td>running</td>", "<td>interrupted</td>")
-    page = page.replace('<tr class="pending">', '<tr class="not-run">').replace(
-        "<td>pending</td>", "<td>not run</td>")
-    page = page.replace(
-        "<strong>study in progress</strong> (this page is rewritten as it goes)",
-        f"<strong>study interrupted</strong> (its process, pid {pid}, ended without finishing "
-        "this page)")
-    atomic_write_text(target, page)
-    return "interrupted"
 
 
 def write_index(
@@ -685,7 +640,7 @@ def run_study(
         if train_first and any(j.notebook.stem in READS_RUNS and not skips[j.name]
                                for j in pending):
             write_index(out_dir, results, fig_dir, name, pending=pending, since=since)
-            train_runs(value, overrides, log)
+            train_runs(value, overrides, log, out_dir)
         while pending:
             job = pending.pop(0)
             i = len(results) + 1

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from pspnet_core import engine, errors, launch, process, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.device import resolve_device
 from pspnet_core.precision import resolve_precision
+from pspnet_core.studyindex import OUTPUTS_ENV, index_state
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -129,12 +131,32 @@ JOB_FLAGS = ("wait", "partition", "gpus_per_job", "procs_per_job", "cpus_per_job
 def main(argv: list[str] | None = None) -> int:
     """The command line inside the error boundary (``errors.run_main``): every expected error
     is one line with exit code 2 (bad input), 1 (a failed run) or 130 (Ctrl-C)."""
-    if argv is None:  # run as a program (not called by a test or a notebook)
+    as_program = argv is None  # run as a program (not called by a test or a notebook)
+    if as_program:
         process.freeze_imports()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if as_program and os.environ.get(OUTPUTS_ENV):
+        _follow_study(Path(os.environ[OUTPUTS_ENV]))
     args.run = [*args.run, *args.names]
     return errors.run_main(lambda: _main(args), argv if not args.debug else [*argv, "--debug"])
+
+
+def _follow_study(outputs_dir: Path) -> None:
+    """As the study's child (``study.train_runs``): on SIGTERM, which the kernel sends when the
+    study dies, mark the study's index interrupted, then stop like Ctrl-C (exit 130; the run
+    store keeps the last saved epoch)."""
+    parent = os.getppid()
+
+    def stop(signum, frame):  # noqa: ANN001, ARG001 - a signal handler's signature
+        if os.getppid() != parent:  # the study is gone: nobody else will say so
+            index_state(outputs_dir)
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        pass
 
 
 def _main(args: argparse.Namespace) -> int:

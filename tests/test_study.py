@@ -365,3 +365,44 @@ def test_notebook_parameters_go_only_where_declared():
         study.notebook_parameters(jobs, {"lr": 1})
     with pytest.raises(study.StudyError, match="--param preset"):
         study.notebook_parameters(jobs, {"preset": "paper"})
+
+
+@pytest.mark.slow
+def test_a_sigkilled_study_takes_its_trainer_along_and_its_index_says_interrupted(tmp_path):
+    """kill -9 of pspnet-study while its pspnet-train child trains: the kernel signals the
+    child (process.die_with_parent), which marks the index interrupted and exits; nothing
+    trains on orphaned."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tiny_preset import subprocess_env, write_tiny
+
+    home = tmp_path / "home"
+    params = write_tiny(home, checkpoint_seconds=0, quiet=False,
+                        train={"epochs": 50, "batch_size": 2, "eval_batch_size": 2,
+                               "image_size": 65, "leaf_epochs": 2, "leaf_image_size": 65})
+    proc = subprocess.Popen([sys.executable, "-m", "pspnet_core.study", "--params", str(params),
+                             "--no-html", "--no-progress"],
+                            env=subprocess_env(home, PYTHONUNBUFFERED="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:  # until the child has trained an epoch
+        if " epoch 1/50" in line:
+            break
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    assert children, "the study has no pspnet-train child"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    index = home / "outputs" / "tiny" / "index.html"
+    for _ in range(300):  # the child saves nothing more, marks the index and exits
+        alive = [c for c in children if Path(f"/proc/{c}").exists()
+                 and Path(f"/proc/{c}/stat").read_text().split(")")[-1].split()[0] != "Z"]
+        if not alive and "state=interrupted" in index.read_text():
+            break
+        time.sleep(0.1)
+    assert not alive, f"pspnet-train {alive} trains on after its study was killed"
+    page = index.read_text()
+    assert "state=interrupted" in page and "study interrupted" in page
