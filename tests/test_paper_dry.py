@@ -34,7 +34,8 @@ def test_voc_and_leaf_are_read_by_the_real_readers_at_the_paper_presets_paths(
     monkeypatch.setenv("PSPNET_HOME", str(tmp_path))
     paper_dry.write_voc(tmp_path / "data", n=4)
     paper_dry.write_leaf(tmp_path / "data" / "leaf-disease", n=5)
-    cfg = load_params("paper", {"data.n_train": 2, "data.n_heldout": 2, "data.num_workers": 0})
+    cfg = load_params("paper", {"data.n_train": 2, "data.n_heldout": 2, "data.num_workers": 0,
+                                "train.batch_size": 2})
 
     pairs = voc_pairs(tmp_path / "data", "trainval")  # data.root + voc_root "."
     assert len(pairs) == 4

@@ -1,8 +1,8 @@
 """`make paper-dry`: the ``paper`` preset end to end at toy size, offline (issue 16, item 1).
 
-The paper preset (``params/paper.yaml``) runs unchanged except its counts, through every
-notebook via the study command (``python -m pspnet_core.study --params paper --set ...``):
-frozen ImageNet-layout ResNet50 weights read from the torch hub cache, 473 px, the listing's
+The paper preset (``params/paper.yaml``) runs unchanged except its counts and its input size,
+through every notebook via the study command (``python -m pspnet_core.study --params paper
+--set ...``): frozen ImageNet-layout ResNet50 weights read from the torch hub cache, the listing's
 ``augment.preset: paper`` / ``normalize: paper`` / ``blur: 1.x`` / ``center_crop`` pipeline,
 ``channels_last``, 8 loader workers, poly Adam, ``frozen_bn: train``, the width-64 U-Net, all
 7 runs. Only what the real preset would download or read from disk is generated:
@@ -31,8 +31,13 @@ naming what is missing.
 Counts, and why: 2 training images in batches of 2 (``train.batch_size: 2``: the preset's 8
 would need 8 images, since loaders drop the last partial batch); 2 held-out images; 5 leaves
 (``leaf_heldout_fraction: 0.2``: 4 train, 1 held out); 1 epoch (VOC and leaf); 1 seed; galleries
-rank 4 images per split and show 2. The precision is the preset's ``auto``: bf16 where the CPU
-computes it natively, fp32 elsewhere (an AVX2-only CPU would take ~15x longer in bf16).
+rank 4 images per split and show 2. The input is 161 px instead of 473 (the dilated stride-8
+network then has a 21 x 21 map instead of 60 x 60; every layer, pyramid bin and head is the
+same): at 473 px the dry run took 520 s in fp32 on 2 cores, the largest step of CI, for a
+geometry the unit tests check at 473 (``tests/test_model.py``: the 2048 x 60 x 60 map;
+``tests/test_paper_dry.py``: the paper pipeline's 473 px crop of these generated images). The
+precision is the preset's ``auto``: bf16 where the CPU computes it natively, fp32 elsewhere (an
+AVX2-only CPU would take ~15x longer in bf16).
 
     .venv/bin/python tools/paper_dry.py [--root outputs/paper-dry] [--generate-only]
 """
@@ -70,6 +75,8 @@ OVERRIDES: dict[str, object] = {
     "train.leaf_epochs": 1,
     "train.batch_size": 2,
     "train.eval_batch_size": 2,
+    "train.image_size": 161,
+    "train.leaf_image_size": 161,
     "gallery.n_random": 4,
     "gallery.n_show": 2,
 }
