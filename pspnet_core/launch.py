@@ -60,6 +60,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# JobOptions fields that only a SLURM submission uses
+SLURM_ONLY = ("partition", "mem", "account", "cpus_per_job")
+
+
 class LaunchError(RuntimeError):
     """A launcher option or the scheduler is unusable; the message says what to do."""
 
@@ -279,6 +283,12 @@ def launch(
     jobs ended well, or nothing to do; 1: a job failed)."""
     if launcher not in ("local", "slurm"):
         raise LaunchError(f"--launcher must be one of local, slurm (got {launcher!r})")
+    if launcher == "local":  # SLURM-only options would be silently ignored on this machine
+        given = [f"--{flag.replace('_', '-')}" for flag in SLURM_ONLY
+                 if getattr(opts, flag) is not None]
+        if given:
+            raise LaunchError(f"{', '.join(given)} only applies to --launcher slurm; the local "
+                              "launcher runs the jobs on this machine (drop it, or use slurm)")
     opts = opts.resolved(launcher)
     folder = log_dir(cfg, opts)
     folder.mkdir(parents=True, exist_ok=True)

@@ -173,6 +173,10 @@ def report(comparison: pd.DataFrame, changes: list[tuple[int, str, str]],
     if machine:
         lines += [f"Rerun on {machine.get('cpu', '?')} (kernels {machine.get('kernels', '?')}, "
                   f"bf16 kernels: {machine.get('isa', '?')}).", ""]
+    if comparison.empty and not changes:
+        lines.append("No reference results (figures/<preset>/results.csv) to compare with: "
+                     "neither numbers nor verdicts were compared.")
+        return "\n".join(lines) + "\n"
     if comparison.empty:
         lines.append("No reference results (figures/<preset>/results.csv) to compare with.")
     else:

@@ -235,3 +235,12 @@ def test_ddp_inside_one_local_job(reference_run, tmp_path, monkeypatch, capsys):
     run = runs.open_run(resolve_run(load_params(params), "sgd_mix"))
     assert run.done and run.env["world_size"] == 2 and run.checkpoint()["world_size"] == 2
     assert list(run.history["epoch"]) == [1, 2, 3]
+
+
+def test_slurm_only_options_are_refused_by_the_local_launcher(tmp_path):
+    cfg = load_params(write_tiny(tmp_path))
+    with pytest.raises(launch.LaunchError, match=r"--partition, --mem only applies to "
+                                                 r"--launcher slurm"):
+        launch.launch(cfg, ["sgd_mix"], [0], "local",
+                      launch.JobOptions(partition="gpu", mem="8G"))
+    assert not (tmp_path / "runs").exists()  # nothing submitted, no log folder

@@ -69,3 +69,9 @@ def test_results_table_reads_the_run_store(tmp_path):
     back = pd.read_csv(tmp_path / "results.csv")
     assert back["run"].tolist() == table["run"].tolist() and back["hash"].tolist() == (
         table["hash"].tolist())
+
+
+def test_without_a_reference_the_report_claims_nothing_about_verdicts():
+    text = reproduce.report(pd.DataFrame(), [], {"cpu": "X", "isa": "none", "kernels": "AVX2"})
+    assert "No reference results" in text and "neither numbers nor verdicts" in text
+    assert "Verdicts unchanged" not in text
