@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import io
 import os
-import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -240,8 +239,8 @@ def cached_arrays(run: Run, cache: Path, keys: tuple[str, ...],
         try:
             with np.load(cache, allow_pickle=False) as z:
                 return {k: z[k] for k in keys}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            pass  # damaged, empty (EOFError) or foreign: recomputed below
+        except Exception:  # noqa: BLE001 - a cache we wrote: unreadable in any way means
+            pass  # damaged, empty or foreign (EOFError, zlib.error, BadZipFile...): recomputed
     arrays = compute()
     if run.done:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:

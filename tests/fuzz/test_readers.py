@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import sys
 from pathlib import Path
 
@@ -207,8 +208,19 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
 FRESH = {"probabilities": np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)}
 
 
+def _npz_bad_deflate() -> bytes:
+    """A valid cache whose first array's deflate stream starts with a stored block whose LEN and
+    NLEN disagree (found by this fuzzer: np.load raised zlib.error)."""
+    data = bytearray(_npz(FRESH))
+    name_len, extra_len = struct.unpack("<HH", data[26:30])  # the first local file header
+    start = 30 + name_len + extra_len
+    data[start:start + 5] = b"\x00\x01\x00\x01\x00"
+    return bytes(data)
+
+
 @given(raw=any_bytes(_npz(FRESH)))
 @example(raw=b"")  # found by this fuzzer: np.load of an empty file raised EOFError
+@example(raw=_npz_bad_deflate())  # found by make fuzz: zlib.error
 def test_npz_cache_recomputes_anything_damaged(stored_run, raw):
     rc, run_dir, files = stored_run
     _restore(run_dir, files)
