@@ -402,12 +402,17 @@ class Run:
         if self._meta is None or self._meta[0] != key:
             try:
                 state = self._load_checkpoint("cpu", mmap=True)
-                self._meta = (key, (int(state["epoch"]), [dict(r) for r in state["history"]]))
+                self._meta = (key, (int(state["epoch"]), [dict(r) for r in state["history"]]),
+                              shapes_digest(state["model"]))
             except RunFileError as err:
-                self._meta = (key, err)
+                self._meta = (key, err, None)
         if isinstance(self._meta[1], RunFileError):
             raise RunFileError(str(self._meta[1]))
         return self._meta[1]
+
+    def _checkpoint_shapes(self) -> str | None:
+        """:func:`shapes_digest` of the checkpoint's network (after :meth:`_checkpoint_meta`)."""
+        return self._meta[2] if self._meta is not None else None
 
     def done_record(self) -> dict[str, Any] | None:
         """The JSON record in ``DONE`` (None for an older marker holding only a time)."""
@@ -440,6 +445,13 @@ class Run:
             if why:
                 raise RunFileError(f"checkpoint {self.checkpoint_path} holds a bad history "
                                    f"({why}); {_retrain(self.dir)}")
+            recorded = (self.done_record() or {}).get("model_shapes_sha256") if marked else None
+            if recorded is not None and recorded != self._checkpoint_shapes():
+                raise RunFileError(
+                    f"checkpoint {self.checkpoint_path} holds tensors of other shapes than the "
+                    f"network run {self.name!r} finished with (recorded in {self.done_path}): it "
+                    f"was replaced or edited; {_retrain(self.dir)}"
+                )
             if marked and epoch < self.run_cfg.epochs:
                 raise RunFileError(
                     f"run {self.name!r} in {self.dir} is marked DONE but its checkpoint holds "
@@ -769,16 +781,28 @@ def save_epoch(r: Run, state: dict[str, Any]) -> None:
     _atomic_text(r.history_path, history_csv_text(state["history"]))
 
 
+def shapes_digest(model_state: Any) -> str | None:
+    """sha256 of a state dict's sorted (name, shape) pairs; None when it is not a mapping."""
+    if not isinstance(model_state, dict):
+        return None
+    pairs = sorted((str(k), list(getattr(v, "shape", ()))) for k, v in model_state.items())
+    return _sha256(json.dumps(pairs).encode())
+
+
 def mark_done(r: Run, history: list[dict[str, Any]] | None = None) -> None:
     """Write ``DONE``: the finishing time and the weights-free record (run hash, epochs, sha256
-    of ``history.csv`` as written from ``history``, default: the checkpoint's)."""
+    of ``history.csv`` as written from ``history``, default: the checkpoint's), and the digest
+    of the network's tensor names and shapes (:func:`shapes_digest`), so a checkpoint replaced
+    later by one of another network is reported as damaged, not done."""
+    meta = r._checkpoint_meta()
     if history is None:
-        meta = r._checkpoint_meta()
         history = meta[1] if meta is not None else None
     record: dict[str, Any] = {"finished": pd.Timestamp.now(tz="UTC").isoformat(),
                               "run_hash": r.hash, "epochs": r.run_cfg.epochs}
     if history is not None:
         record["history_sha256"] = _sha256(history_csv_text(history).encode())
+    if meta is not None and r._checkpoint_shapes() is not None:
+        record["model_shapes_sha256"] = r._checkpoint_shapes()
     _atomic_text(r.done_path, json.dumps(record) + "\n")
 
 

@@ -1599,3 +1599,23 @@ def test_a_full_disk_mid_write_names_the_path(tmp_path, monkeypatch, where):
         assert (tmp_path / "figs" / "fig99.png").read_bytes() == before  # the old one kept
     from pspnet_core import errors
     assert str(info.value.filename) in errors.one_line(info.value)
+
+
+def test_a_finished_run_whose_checkpoint_was_replaced_by_another_shape_is_damaged(tmp_path,
+                                                                                  capsys):
+    """--list and --run used to say 'done' (exit 0) for a finished run whose checkpoint was
+    replaced by one of another network; DONE now records the tensors' shapes."""
+    r = fake_run(tmp_path, 3, done=True)
+    assert runs.open_run(r.run_cfg).status == "done"
+    state = r.checkpoint()
+    state["model"]["w"] = torch.zeros(2, 2)  # another network's tensor
+    runs.save_epoch(r, state)
+    with pytest.raises(runs.RunFileError, match="holds tensors of other shapes"):
+        runs.open_run(r.run_cfg)
+    again = runs.peek_run(r.run_cfg)
+    assert again.status == "damaged" and "holds tensors of other shapes" in again.describe()
+    params = str(tmp_path / "home" / "tiny.yaml")
+    assert train.main(["--params", params, "--list"]) == 0  # the grid is listed, marked
+    assert "holds tensors of other shapes" in capsys.readouterr().out
+    assert train.main(["--params", params, "--run", "adam_none"]) != 0
+    assert "holds tensors of other shapes" in capsys.readouterr().err
