@@ -3,7 +3,8 @@ this machine, and why.
 
 ``auto`` (every preset's default) is bf16 only where the device computes bf16 natively: a CUDA GPU
 with bf16, or a CPU with AMX tiles or AVX-512 BF16. Everywhere else it is fp32, since torch then
-emulates bf16 (a smoke training step 25 s in bf16 vs 1.5 s in fp32 on an AVX2-only CPU). The
+emulates bf16 (the stride-8 smoke step took 25 s in bf16 vs 1.5 s in fp32 on an AVX2-only CPU;
+1.3x slower than fp32 on an AVX-512 CPU without BF16). The
 *resolved* precision is what a run hashes and records (``config.resolve_run``), so a bf16 run and
 an fp32 run never share a run folder.
 
@@ -147,6 +148,7 @@ def warn_if_emulated(precision: str, device_type: str) -> bool:
         return False
     _warned.append(True)
     print(f"warning: precision bf16 on a CPU without native bf16 ({kernel_level()} only): torch "
-          "emulates it, about 10-20x slower than fp32 here; use precision: auto (the presets' "
-          "default), which trains in fp32 on this CPU", file=sys.stderr, flush=True)
+          "emulates it, slower than fp32 (up to ~17x on AVX2-only CPUs); use precision: auto "
+          "(the presets' default), which trains in fp32 on this CPU", file=sys.stderr,
+          flush=True)
     return True
