@@ -48,8 +48,9 @@ study: env
 	$(PY) -m pspnet_core.study --params $(PRESET)
 
 # the study on smoke, then its executed notebooks stored over notebooks/ (for nbval and readers)
+# and its results.csv made the reference (figures/smoke/results.csv) later reruns compare with
 notebooks: env
-	$(PY) -m pspnet_core.study --params smoke --store
+	$(PY) -m pspnet_core.study --params smoke --store --update-reference
 
 # The unit tests run on 2 pytest-xdist workers with one torch thread each (two 2-thread
 # trainings on 2 cores wait on each other's OpenMP barriers; one thread each keeps every test

@@ -598,6 +598,7 @@ def run_study(
     echo: bool = True,
     notebook_params: dict[str, Any] | None = None,
     train_first: bool = True,
+    update_reference: bool = False,
 ) -> StudyResult:
     """Execute the study's notebooks for ``preset`` (a name in params/ or a .yaml path).
 
@@ -606,6 +607,11 @@ def run_study(
     forwards the engine's epoch lines to ``log``. ``notebook_params`` (``--param``) go to the
     notebooks that declare them (:func:`notebook_parameters`). Returns a :class:`StudyResult`
     (``.ok``, ``.error``, ``.results``, ``.index``, ``.seconds``).
+
+    The reference a rerun is compared with (``figures/<preset>/results.csv``, tracked for smoke)
+    is written only on purpose: with ``update_reference`` (``--update-reference``; ``make
+    notebooks``), or by a whole study when there is none yet. A partial study (``only`` or
+    ``notebook_params``) never writes it, nor the code commit in ``provenance.json``.
 
     ``train_first``: train the preset's whole run grid first (:func:`train_runs`); otherwise
     the notebooks train what they read. A notebook whose figures need a run the preset does
@@ -705,7 +711,11 @@ def run_study(
             _remove(out_dir / f"{job.name}.html", out_dir / f"{job.name}.ipynb")
         total = time.perf_counter() - t0
         if results and all(r.status in FINE for r in results) and not pending:
-            _reproduction(value, overrides, out_dir, fig_dir, reference, log)
+            partial = only is not None or bool(notebook_params)
+            _reproduction(value, overrides, out_dir, fig_dir, reference, log,
+                          write_reference=update_reference or (
+                              not partial and "results.csv" not in reference),
+                          mark_code=not partial)
         index = write_index(out_dir, results, fig_dir, name, total, pending=pending,
                             since=since)
         log(summary_table(results, pending))
@@ -735,10 +745,12 @@ def _reference(fig_dir: Path) -> dict[str, str]:
 
 
 def _reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
-                  fig_dir: Path, reference: dict[str, str], log: Callable[[str], None]) -> None:
-    """After a finished study: results.csv (outputs/ and the figure folder), the code commit in
-    provenance.json, and the reproduction report against the reference (printed and written
-    to outputs/<preset>/reproduction.md)."""
+                  fig_dir: Path, reference: dict[str, str], log: Callable[[str], None],
+                  *, write_reference: bool = False, mark_code: bool = True) -> None:
+    """After a finished study: results.csv in outputs/ (and, with ``write_reference``, as the
+    reference in the figure folder), the code commit in provenance.json (``mark_code``), and
+    the reproduction report against the reference (printed and written to
+    outputs/<preset>/reproduction.md)."""
     import pandas as pd
 
     from pspnet_core import reproduce
@@ -747,8 +759,13 @@ def _reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
     table = reproduce.results_table(cfg)
     text = table.to_csv(index=False)
     atomic_write_text(out_dir / "results.csv", text)
-    atomic_write_text(fig_dir / "results.csv", text)
-    provenance.mark_notebook(fig_dir, [], "", commit=provenance.code_commit())
+    if write_reference:
+        atomic_write_text(fig_dir / "results.csv", text)
+    elif "results.csv" in reference:
+        log(f"  (the reference {fig_dir / 'results.csv'} is kept; this rerun's numbers are in "
+            f"{out_dir / 'results.csv'}; --update-reference makes them the reference)")
+    if mark_code:
+        provenance.mark_notebook(fig_dir, [], "", commit=provenance.code_commit())
     comparison = pd.DataFrame()
     if "results.csv" in reference:
         try:
@@ -871,6 +888,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-html", action="store_true", help="skip the HTML exports")
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     parser.add_argument(
+        "--update-reference",
+        action="store_true",
+        help="make this study's results.csv the reference later reruns are compared with "
+        "(figures/<preset>/results.csv); without it the reference is written only when there "
+        "is none, and never by --only or --param runs",
+    )
+    parser.add_argument(
         "--store",
         action="store_true",
         help="after a successful study, store the executed notebooks over notebooks/*.ipynb "
@@ -913,6 +937,7 @@ def _main(args: argparse.Namespace) -> int:
             progress_bar=not args.no_progress,
             log=_terminal_log,
             train_first=not args.no_train,
+            update_reference=args.update_reference,
         )
     except (StudyBusyError, StudyTrainingError) as err:  # refused, or a run failed
         print(f"error: {err}", file=sys.stderr)

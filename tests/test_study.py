@@ -406,3 +406,33 @@ def test_a_sigkilled_study_takes_its_trainer_along_and_its_index_says_interrupte
     assert not alive, f"pspnet-train {alive} trains on after its study was killed"
     page = index.read_text()
     assert "state=interrupted" in page and "study interrupted" in page
+
+
+def test_the_reference_is_written_only_on_purpose(tmp_path, monkeypatch):
+    """figures/<preset>/results.csv (what reruns are compared with) is written by a whole study
+    when there is none, or with --update-reference; a rerun otherwise keeps it and puts its own
+    numbers in outputs/<preset>/results.csv only."""
+    from tiny_preset import write_tiny
+
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path))
+    preset = str(write_tiny(tmp_path))  # nothing trained: the table has empty numbers
+    fig, out = tmp_path / "figs", tmp_path / "out"
+    fig.mkdir()
+    out.mkdir()
+    lines: list[str] = []
+
+    def rerun(**kw):
+        study._reproduction(preset, None, out, fig, study._reference(fig), lines.append, **kw)
+
+    rerun(write_reference=True)  # the first whole study: no reference yet
+    first = (fig / "results.csv").read_text()
+    assert first == (out / "results.csv").read_text()
+    edited = first.replace("absent", "done")  # stands for an older reference
+    assert edited != first
+    (fig / "results.csv").write_text(edited)
+    rerun(write_reference=False, mark_code=False)  # a rerun, e.g. --only 07
+    assert (fig / "results.csv").read_text() == edited  # kept
+    assert (out / "results.csv").read_text() == first
+    assert any("is kept" in line and "--update-reference" in line for line in lines)
+    rerun(write_reference=True)  # --update-reference
+    assert (fig / "results.csv").read_text() == first
