@@ -88,8 +88,9 @@ fuzz: env
 	HYPOTHESIS_PROFILE=fuzz OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) -q tests/fuzz
 
 # The paper preset end to end at toy size, offline (tools/paper_dry.py; `make test` runs it): the
-# preset unchanged except counts (8 train / 2 held-out images, 1 epoch, 1 seed, all 7 runs at
-# 473 px) through every notebook via the study command, on generated VOC2012/leaf data at
+# preset unchanged except counts and input size (2 train / 2 held-out images in batches of 2,
+# 1 epoch, 1 seed, all 7 runs at 161 px instead of 473: the 473 geometry is unit-tested) through
+# every notebook via the study command, on generated VOC2012/leaf data at
 # 500x375 and a generated ResNet50 file in the torch hub cache, all under outputs/paper-dry/
 # (never runs/ or figures/). Fails naming each figure (fig01..fig15) or claims.md not written.
 paper-dry: env
