@@ -7,24 +7,11 @@ FLOPs, the share of :func:`matmul_peak` it reached, both measured in the same pr
 
 from __future__ import annotations
 
-import platform
 import time
 
 import torch
 
 from pspnet_core import precision
-
-
-def cpu_model() -> str:
-    """``model name`` from /proc/cpuinfo (Linux), else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:
@@ -45,5 +32,5 @@ def describe() -> str:
     """One line: CPU model, torch's kernel level, how it computes bf16, threads, torch version."""
     kind = precision.cpu_bf16_kind()
     bf16 = f"native bf16: {kind}" if kind else "bf16 emulated"
-    return (f"{cpu_model()} ({precision.kernel_level()}, {bf16}), {torch.get_num_threads()} "
-            f"threads, torch {torch.__version__}")
+    return (f"{precision.cpu_model()} ({precision.kernel_level()}, {bf16}), "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,17 +44,27 @@ class Precision(NamedTuple):
         return f"{self.name}: {self.reason}"
 
 
-@functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The ``flags`` of /proc/cpuinfo (empty where there is none)."""
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line of /proc/cpuinfo, after its colon ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return ""
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The ``flags`` of /proc/cpuinfo (empty where there is none)."""
+    return frozenset(_cpuinfo("flags").split())
+
+
+def cpu_model() -> str:
+    """The CPU's ``model name`` (/proc/cpuinfo), else what the platform says."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def kernel_level(flags: frozenset[str] | None = None,

@@ -41,24 +41,13 @@ def package_version(pkg: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict[str, str]:
     """The CPU model, the vector level torch's kernels use (``AVX512``, ``AVX2``; fp32 results
     differ between levels) and how it computes bf16 (``amx``, ``avx512_bf16`` or ``none``: bf16
     results differ between these), so a rerun is byte-identical only on the same kind."""
     bf16 = precision.cpu_bf16_kind()
     isa = {"AMX": "amx", "AVX-512 BF16": "avx512_bf16"}.get(bf16 or "", "none")
-    return {"cpu": _cpu_model(), "isa": isa, "kernels": precision.kernel_level(),
+    return {"cpu": precision.cpu_model(), "isa": isa, "kernels": precision.kernel_level(),
             "machine": platform.machine()}
 
 
