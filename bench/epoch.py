@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from pspnet_core import data, engine
+from pspnet_core import data
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.data.loading import make_loader
-from pspnet_core.device import resolve_device
 from pspnet_core.model import build_model
+from pspnet_core.system.device import resolve_device
+from pspnet_core.train import engine
 
 OUT = Path(__file__).with_name("RESULTS-engine.md")
 

@@ -18,7 +18,7 @@ import time
 
 from machine import describe
 
-from pspnet_core import explore
+from pspnet_core.results import explore
 
 
 def timed(fn, repeats: int = 1) -> float:

@@ -35,11 +35,12 @@ from pathlib import Path
 import torch
 from machine import describe
 
-from pspnet_core import data, engine
+from pspnet_core import data
 from pspnet_core.config import RunConfig, load_params, resolve_run
-from pspnet_core.device import autocast
 from pspnet_core.losses import main_and_total
 from pspnet_core.model import build_model
+from pspnet_core.system.device import autocast
+from pspnet_core.train import engine
 
 
 def gpu_line() -> str:

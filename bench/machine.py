@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from pspnet_core import precision
+from pspnet_core.system import precision
 
 
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, seconds: float = 1.0) -> float:

@@ -5,7 +5,7 @@ CI starts many short processes: every notebook under nbval, paper-dry and the ow
 a kernel; many tests start ``pspnet-train`` or ``pspnet-study``. This prints, as a markdown
 table (median of ``--repeats``, each in a fresh process):
 
-* a Python process that imports ``pspnet_core.explore`` (the heaviest import of the package:
+* a Python process that imports ``pspnet_core.results.explore`` (the heaviest import of the package:
   torch, torchvision, albumentations, pandas, matplotlib, ipywidgets): wall time to its end,
   and the part of it after the last statement (interpreter shutdown), frozen or not;
 * a papermill notebook in the ``python3`` kernel that imports the explorer and calls
@@ -30,12 +30,13 @@ from pathlib import Path
 
 from machine import describe
 
-IMPORT = "import time, pspnet_core.explore"
+IMPORT = "import time, pspnet_core.results.explore"
 
 
 def process_exit(freeze: bool) -> tuple[float, float]:
     """(wall s, s after the last statement) of a process importing the explorer."""
-    freezing = "; from pspnet_core import process; process.freeze_imports()" if freeze else ""
+    freezing = ("; from pspnet_core.system import process; process.freeze_imports()"
+                if freeze else "")
     code = f"{IMPORT}{freezing}; print(time.time())"
     t0 = time.time()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -49,7 +50,7 @@ def kernel_exit(folder: Path, setup: bool, preset: str) -> tuple[float, float]:
     import nbformat
     import papermill as pm
 
-    src = "from pspnet_core import explore\nfrom pspnet_core.notebook import setup\n"
+    src = "from pspnet_core import explore\nfrom pspnet_core.study.notebook import setup\n"
     if setup:
         src += f"cfg, fig_dir = setup({preset!r}, announce=False)\n"
     nb = nbformat.v4.new_notebook()
@@ -76,7 +77,8 @@ def main() -> None:
     rows = []
     for freeze in (False, True):
         runs = [process_exit(freeze) for _ in range(args.repeats)]
-        rows.append((f"python -c 'import pspnet_core.explore'{' + freeze' if freeze else ''}",
+        label = "python -c 'import pspnet_core.results.explore'" + (" + freeze" if freeze else "")
+        rows.append((label,
                      statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)))
     with tempfile.TemporaryDirectory() as tmp:
         for setup in (False, True):

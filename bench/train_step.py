@@ -183,7 +183,7 @@ def step_flops(args) -> tuple[float, float]:
 
 def this_kind(args, peaks: dict[str, float]) -> None:
     """Section 0: the CPU kind, what ``auto`` chooses, and one step in each precision."""
-    from pspnet_core import precision
+    from pspnet_core.system import precision
 
     chosen = precision.resolve_precision("auto", "cpu")
     print(f"### This CPU kind\n\ntorch kernels {torch.backends.cpu.get_cpu_capability()} "
@@ -385,7 +385,7 @@ def main() -> None:
     this_kind(args, peaks)
     if args.quick:
         return
-    from pspnet_core.precision import resolve_precision
+    from pspnet_core.system.precision import resolve_precision
 
     prec = resolve_precision("auto", "cpu").name
     profile_step(args, peaks[prec], prec)

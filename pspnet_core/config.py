@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pspnet_core.paths import PARAMS_DIR
-from pspnet_core.precision import resolve_precision
+from pspnet_core.system.paths import PARAMS_DIR
+from pspnet_core.system.precision import resolve_precision
 
 
 class ParamsError(ValueError):
@@ -339,7 +339,7 @@ class StudyConfig:
     # ``seed: N`` key is still read, as ``seeds: [N]`` (see load_params)
     seeds: tuple[int, ...] = (0,)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: bf16 where the device computes it natively, else fp32 (pspnet_core.precision);
+    # auto: bf16 where the device computes it natively, else fp32 (pspnet_core.system.precision);
     # a run records the resolved one (RunConfig.precision)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = False

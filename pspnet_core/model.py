@@ -41,8 +41,8 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights, resnet50
 
 from pspnet_core.config import ModelConfig
-from pspnet_core.paths import resolve
-from pspnet_core.torchfile import TorchFileError, load_torch_file
+from pspnet_core.system.paths import resolve
+from pspnet_core.system.torchfile import TorchFileError, load_torch_file
 from pspnet_core.unet import UNet
 
 PARTS = ("stem", "layer1", "layer2", "layer3", "layer4", "ppm", "head", "aux_head")

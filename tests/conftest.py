@@ -12,8 +12,8 @@ from tiny_preset import write_tiny
 def reference_run(tmp_path_factory) -> tuple[Path, Path, object]:
     """(home, params path, Run) of a finished, uninterrupted tiny ``sgd_mix`` run, trained once
     per session. Tests that use it train a model: mark them ``slow``."""
-    from pspnet_core import engine
     from pspnet_core.config import load_params
+    from pspnet_core.train import engine
 
     home = tmp_path_factory.mktemp("reference")
     params = write_tiny(home)

@@ -8,10 +8,12 @@ import pytest
 import torch
 from tiny_preset import write_tiny
 
-from pspnet_core import analysis, engine, runs
-from pspnet_core.analysis import seed_table
 from pspnet_core.config import load_params
 from pspnet_core.model import PSPNet
+from pspnet_core.results import analysis
+from pspnet_core.results.analysis import seed_table
+from pspnet_core.store import runs
+from pspnet_core.train import engine
 
 
 @pytest.mark.slow

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from pspnet_core.atomic import atomic_path, atomic_write_text
+from pspnet_core.system.atomic import atomic_path, atomic_write_text
 
 
 def test_write_replaces_whole_file_and_leaves_no_temp(tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 from tiny_preset import write_tiny
 
-from pspnet_core.paths import SOURCE_ROOT
+from pspnet_core.system.paths import SOURCE_ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from pspnet_core.device import autocast, resolve_device, to_device
+from pspnet_core.system.device import autocast, resolve_device, to_device
 
 
 def test_resolve_device(monkeypatch):

@@ -12,10 +12,13 @@ import torch
 from tiny_preset import ROOT, subprocess_env, write_tiny
 from torch import nn
 
-from pspnet_core import analysis, data, engine, runs
+from pspnet_core import data
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.model import build_model
+from pspnet_core.results import analysis
+from pspnet_core.store import runs
+from pspnet_core.train import engine
 
 
 class Tiny(nn.Module):

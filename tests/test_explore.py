@@ -1,4 +1,4 @@
-"""The explorer's data layer (pspnet_core/explore.py), per-class IoU, a preset's classes and
+"""The explorer's data layer (pspnet_core/results/explore.py), per-class IoU, a preset's classes and
 palette, and the folder source's separate held-out folder pair; the slow tests train (the
 session's reference run) or run notebook 07 on a generated own-data preset: 11 named classes,
 void 11, a separate held-out folder."""
@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pspnet_core import analysis, explore
 from pspnet_core.config import ParamsError, load_params, resolve_run, run_hash
 from pspnet_core.data import build_datasets, class_names, class_palette, names_and_palette
 from pspnet_core.data.voc import VOC_CLASSES, voc_colormap
 from pspnet_core.metrics import IGNORE_INDEX
+from pspnet_core.results import analysis, explore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from street_preset import STREET, STREET_COLORS, street_folders, street_overrides  # noqa: E402

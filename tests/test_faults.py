@@ -35,13 +35,17 @@ from PIL import Image
 from tiny_preset import history_equal, subprocess_env, write_tiny
 from torch import nn
 
-from pspnet_core import analysis, engine, runs, study, train
 from pspnet_core import model as model_mod
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
 from pspnet_core.data import synthetic
 from pspnet_core.data.leaf import LeafDataset, leaf_pairs
 from pspnet_core.data.loading import DataError
 from pspnet_core.data.voc import VOCDataset, voc_colormap, voc_pairs
+from pspnet_core.results import analysis
+from pspnet_core.store import runs
+from pspnet_core.study import run as study
+from pspnet_core.train import cli as train
+from pspnet_core.train import engine
 
 MARKER_NAME = "PAYLOAD_RAN"
 
@@ -1208,7 +1212,7 @@ def _cell(code: str):
     return setup
 
 
-SETUP = "from pspnet_core.notebook import setup, check_index\n"
+SETUP = "from pspnet_core.study.notebook import setup, check_index\n"
 CLI_ROWS: list[CliRow] = [
     # pattern: no traceback from the command lines
     CliRow("cli-params-folder", _params_folder(""), 2, r"presets is a folder; give a preset"),
@@ -1576,7 +1580,7 @@ def test_a_full_disk_mid_write_names_the_path(tmp_path, monkeypatch, where):
     the folder or file it was writing; nothing half-written is left."""
     import matplotlib.pyplot as plt
 
-    from pspnet_core import plots
+    from pspnet_core.results import plots
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -1597,7 +1601,7 @@ def test_a_full_disk_mid_write_names_the_path(tmp_path, monkeypatch, where):
         plt.close(fig)
         assert info.value.filename == str(tmp_path / "figs" / "fig99.png")
         assert (tmp_path / "figs" / "fig99.png").read_bytes() == before  # the old one kept
-    from pspnet_core import errors
+    from pspnet_core.system import errors
     assert str(info.value.filename) in errors.one_line(info.value)
 
 

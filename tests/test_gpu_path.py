@@ -26,10 +26,10 @@ import pytest
 import torch
 from torch import nn
 
-from pspnet_core import engine
 from pspnet_core.data.loading import make_loader
-from pspnet_core.device import autocast, to_device
 from pspnet_core.model import PSPNet
+from pspnet_core.system.device import autocast, to_device
+from pspnet_core.train import engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,8 @@ def test_batches_go_to_the_device_non_blocking(monkeypatch):
 @pytest.mark.slow  # a fresh interpreter
 def test_training_stack_leaves_cudnn_and_determinism_at_torch_defaults():
     """Importing the whole training stack flips no global switch (a fresh interpreter)."""
-    code = ("import torch, pspnet_core.engine, pspnet_core.train, pspnet_core.launch;"
+    code = ("import torch, pspnet_core.train.engine, pspnet_core.train.cli, "
+            "pspnet_core.train.launch;"
             "b = torch.backends.cudnn;"
             "print(b.benchmark, b.deterministic, torch.are_deterministic_algorithms_enabled())")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

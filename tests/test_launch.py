@@ -1,4 +1,4 @@
-"""Scale-out through submitit (``pspnet_core/launch.py``, ``pspnet-train --launcher``).
+"""Scale-out through submitit (``pspnet_core/train/launch.py``, ``pspnet-train --launcher``).
 
 Fast: the flags, the SLURM job script, what is (not) submitted, a SLURM submission through a
 fake executor. Slow: ``LocalExecutor`` with 2 concurrent jobs on the tiny preset (stopped after
@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 from tiny_preset import history_equal, write_tiny
 
-from pspnet_core import engine, launch, runs, train
 from pspnet_core.config import load_params, resolve_run
+from pspnet_core.store import runs
+from pspnet_core.train import cli as train
+from pspnet_core.train import engine, launch
 
 
 def test_help_shows_the_launcher_and_job_options():

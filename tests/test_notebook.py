@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pspnet_core.config import load_params
-from pspnet_core.notebook import NotebookError, augmentation_run, setup
-from pspnet_core.support import missing_runs
+from pspnet_core.study.contract import missing_runs
+from pspnet_core.study.notebook import NotebookError, augmentation_run, setup
 
 STREETS = {"runs": {"sgd_affine": {"task": "voc", "optimizer": "sgd", "regime": "affine"},
                     "unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",
@@ -69,7 +69,7 @@ def test_setup_stops_a_notebook_whose_optimizer_has_no_run(capsys):
 def test_the_own_data_examples_train_two_runs_and_say_what_they_skip(example):
     """The README's own-data presets train what they name (two SGD runs), not the paper's
     seven; the study skips the Adam curves and the leaf figures, saying why."""
-    from pspnet_core.paths import SOURCE_ROOT
+    from pspnet_core.system.paths import SOURCE_ROOT
 
     cfg = load_params(SOURCE_ROOT / "params" / "examples" / f"{example}.yaml")
     assert list(cfg.runs) == ["sgd_affine", "sgd_mix"]

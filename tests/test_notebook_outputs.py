@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pspnet_core.paths import SOURCE_ROOT
+from pspnet_core.system.paths import SOURCE_ROOT
 
 NOTEBOOKS = sorted((SOURCE_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 FIG_NAME = re.compile(r"""["'](fig\d\d_[A-Za-z0-9_]+)["']""")
@@ -142,7 +142,7 @@ BAR = re.compile(r"\d+%\|")  # a tqdm bar's "37%|" (text or its widget's repr)
 def test_stored_notebook_has_no_progress_bars_or_training_log(nb_path):
     """The study trains before the notebooks run, so a stored notebook shows results only: no
     progress bar frozen at some percentage and no epoch lines of a training it did not do."""
-    from pspnet_core.progress import parse_epoch_line
+    from pspnet_core.train.progress import parse_epoch_line
 
     found = []
     for i, kind, text in _outputs(nb_path):

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pspnet_core import explore
 from pspnet_core.config import load_params
+from pspnet_core.results import explore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from street_preset import STREET, street_folders, street_overrides  # noqa: E402

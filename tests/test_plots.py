@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from pspnet_core import plots
 from pspnet_core.data.voc import voc_colormap
+from pspnet_core.results import plots
 
 RNG = np.random.default_rng(0)
 

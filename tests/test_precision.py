@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from tiny_preset import write_tiny
 
-from pspnet_core import config, precision, provenance
-from pspnet_core.precision import cpu_bf16_kind, decide, kernel_level, resolve_precision
+from pspnet_core import config
+from pspnet_core.store import provenance
+from pspnet_core.system import precision
+from pspnet_core.system.precision import cpu_bf16_kind, decide, kernel_level, resolve_precision
 
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512cd"}

@@ -12,11 +12,11 @@ import time
 import pytest
 from tiny_preset import subprocess_env, write_tiny
 
-from pspnet_core import train
+from pspnet_core.train import cli as train
 
 
 def test_freeze_imports_moves_live_objects_to_the_permanent_generation():
-    code = ("import gc; from pspnet_core import process; before = gc.get_freeze_count(); "
+    code = ("import gc; from pspnet_core.system import process; before = gc.get_freeze_count(); "
             "process.freeze_imports(); print(before, gc.get_freeze_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
@@ -27,7 +27,7 @@ def test_freeze_imports_moves_live_objects_to_the_permanent_generation():
 def test_pspnet_train_as_a_program_freezes_and_called_with_argv_does_not(tmp_path):
     params = write_tiny(tmp_path)
     # as a program: main() reads sys.argv, as the console script and `python -m` do
-    code = ("import gc, sys; from pspnet_core import train; "
+    code = ("import gc, sys; from pspnet_core.train import cli as train; "
             f"sys.argv = ['pspnet-train', '--params', {str(params)!r}, '--list']; "
             "rc = train.main(); print('FROZEN', rc, gc.get_freeze_count())")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
@@ -48,7 +48,7 @@ def test_notebook_setup_freezes_in_a_kernel_and_not_in_a_plain_process(tmp_path,
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(
         "import gc\n"
-        "from pspnet_core.notebook import setup\n"
+        "from pspnet_core.study.notebook import setup\n"
         f"before = gc.get_freeze_count(); setup({str(params)!r}, announce=False)\n"
         "print('FROZEN', before, gc.get_freeze_count())")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -63,7 +63,7 @@ def test_notebook_setup_freezes_in_a_kernel_and_not_in_a_plain_process(tmp_path,
 
     # a plain Python process (no IPython shell; this pytest worker may hold one from another
     # test, so it is not the place to look) calling setup freezes nothing
-    code = ("import gc; from pspnet_core.notebook import setup; "
+    code = ("import gc; from pspnet_core.study.notebook import setup; "
             f"setup({str(params)!r}, announce=False); print('FROZEN', gc.get_freeze_count())")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                           text=True, env=subprocess_env(tmp_path), timeout=300)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pspnet_core.progress import (
+from pspnet_core.train.progress import (
     EpochLine,
     GridClock,
     GridJob,
@@ -68,7 +68,7 @@ def test_resume_line():
 
 def test_progress_does_not_load_torch():
     """The study CLI reads epoch lines without the training stack."""
-    code = "import sys, pspnet_core.progress; print('torch' in sys.modules)"
+    code = "import sys, pspnet_core.train.progress; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -6,8 +6,9 @@ import json
 
 from matplotlib.figure import Figure
 
-from pspnet_core import plots, provenance
 from pspnet_core.config import load_params, preset_hash
+from pspnet_core.results import plots
+from pspnet_core.store import provenance
 
 
 class FakeRun:

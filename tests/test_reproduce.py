@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from tiny_preset import write_tiny
 
-from pspnet_core import engine, reproduce
 from pspnet_core.config import load_params
+from pspnet_core.study import reproduce
+from pspnet_core.train import engine
 
 
 def results(values: dict[str, list[float]]) -> pd.DataFrame:

@@ -13,8 +13,9 @@ import pytest
 import torch
 from tiny_preset import history_equal, subprocess_env, train_cli, write_tiny
 
-from pspnet_core import engine, runs
 from pspnet_core.config import load_params, resolve_run, run_hash
+from pspnet_core.store import runs
+from pspnet_core.train import engine
 
 
 def _weights(run: runs.Run) -> dict[str, torch.Tensor]:

@@ -9,9 +9,13 @@ import pytest
 import torch
 from tiny_preset import write_tiny
 
-from pspnet_core import analysis, data, engine, metrics, runs, train
+from pspnet_core import data, metrics
 from pspnet_core.config import ParamsError, load_params, resolve_run, run_hash
 from pspnet_core.model import build_model
+from pspnet_core.results import analysis
+from pspnet_core.store import runs
+from pspnet_core.train import cli as train
+from pspnet_core.train import engine
 
 
 def test_seeds_list_and_the_old_seed_key(tmp_path):

@@ -9,9 +9,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pspnet_core import study
-from pspnet_core.paths import SOURCE_ROOT
-from pspnet_core.progress import format_epoch_line, format_resume_line
+from pspnet_core.study import run as study
+from pspnet_core.system.paths import SOURCE_ROOT
+from pspnet_core.train.progress import format_epoch_line, format_resume_line
 
 PARAMS_CELL = 'preset = "smoke"\noverrides = {}'
 
@@ -353,7 +353,7 @@ def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
 
 
 def test_notebook_parameters_go_only_where_declared():
-    from pspnet_core import study
+    from pspnet_core.study import run as study
 
     jobs = study.plan(only="03,04,05")
     assert {"run_name", "seed"} <= set(study.declared_parameters(jobs[-1].notebook))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from pspnet_core import model as model_mod
-from pspnet_core import runs
-from pspnet_core.torchfile import TorchFileError, load_torch_file
+from pspnet_core.store import runs
+from pspnet_core.system.torchfile import TorchFileError, load_torch_file
 
 
 class Payload:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tiny_preset import train_cli, write_tiny
 
-from pspnet_core import train
 from pspnet_core.config import ParamsError, parse_overrides
+from pspnet_core.train import cli as train
 
 
 def test_parse_overrides_yaml_values():

@@ -76,7 +76,8 @@ def test_unet_run_trains_and_reloads_as_unet(tmp_path):
     """engine.fit builds the run's arch; analysis.load_model rebuilds it from the checkpoint."""
     from tiny_preset import write_tiny
 
-    from pspnet_core import analysis, engine
+    from pspnet_core.results import analysis
+    from pspnet_core.train import engine
 
     params = write_tiny(tmp_path, train={"epochs": 1},
                         runs={"unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",

@@ -38,8 +38,8 @@ import sys
 import time
 from pathlib import Path
 
-from pspnet_core import errors
 from pspnet_core.config import load_params
+from pspnet_core.system import errors
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 LOG_DIR = SOURCE_ROOT / "outputs" / "check-notebooks"

@@ -1,7 +1,7 @@
 """Claims 4 and 7: criteria on per-image and per-pixel evidence (docs/method.md#claims).
 
-Claim 4 reads the ranked images of :func:`pspnet_core.analysis.ranked_losses`; claim 7 the
-held-out leaf outputs of :func:`pspnet_core.analysis.leaf_outputs`.
+Claim 4 reads the ranked images of :func:`pspnet_core.results.analysis.ranked_losses`; claim 7 the
+held-out leaf outputs of :func:`pspnet_core.results.analysis.leaf_outputs`.
 """
 
 from __future__ import annotations

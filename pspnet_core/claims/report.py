@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pspnet_core.atomic import atomic_write_text
 from pspnet_core.claims.statistics import ALPHA, BOOT_SEED, CONFIDENCE, N_BOOT, Claim, Part
+from pspnet_core.system.atomic import atomic_write_text
 
 RULE = (
     "Each claim is split into parts; each part measures one effect per training seed, signed "

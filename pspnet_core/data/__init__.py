@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pspnet_core import paths
 from pspnet_core.config import DataConfig, RunConfig
 from pspnet_core.data.augment import build_transform, denormalize
 from pspnet_core.data.classes import class_names, class_palette, names_and_palette
@@ -26,6 +25,7 @@ from pspnet_core.data.loading import (
 from pspnet_core.data.synthetic import ensure_synthetic_leaf, ensure_synthetic_voc
 from pspnet_core.data.voc import VOC_CLASSES, VOCDataset, voc_colormap, voc_datasets
 from pspnet_core.metrics import IGNORE_INDEX
+from pspnet_core.system import paths
 
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "FolderDataset",

@@ -16,7 +16,7 @@ from pspnet_core.data import DataError, DatasetNotFoundError, build_datasets
 from pspnet_core.data.folder import FolderDataset, folder_pairs
 from pspnet_core.data.loading import open_rgb
 from pspnet_core.metrics import IGNORE_INDEX
-from pspnet_core.paths import SOURCE_ROOT
+from pspnet_core.system.paths import SOURCE_ROOT
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_preset import write_tiny  # noqa: E402
@@ -153,7 +153,7 @@ def test_example_presets_load():
 @pytest.mark.skipif(not RICE.is_dir(), reason=f"no real-data sample at {RICE} (../shared/data)")
 def test_rice_voc_sample_trains_one_epoch(tmp_path, capsys):
     """README "Your own data", as written: a VOC-layout tree with 2 classes, --set overrides."""
-    from pspnet_core import train
+    from pspnet_core.train import cli as train
 
     params = write_tiny(tmp_path)
     code = train.main([

@@ -8,7 +8,7 @@ A hang would stop the run at CI's limit and name the test."""
 
 from __future__ import annotations
 
-from pspnet_core import errors
+from pspnet_core.system import errors
 
 
 def assert_project_error(err: BaseException, *names: str) -> None:

@@ -17,7 +17,7 @@ from strategies import mutated
 
 from pspnet_core import config
 from pspnet_core.config import ParamsError, StudyConfig, load_params, parse_overrides, resolve_run
-from pspnet_core.paths import PARAMS_DIR
+from pspnet_core.system.paths import PARAMS_DIR
 
 SMOKE = (PARAMS_DIR / "smoke.yaml").read_bytes()
 

@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from PIL import Image
 from strategies import any_bytes
 
-from pspnet_core import analysis, reproduce, runs
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.data.loading import DataError, read_image, read_mask
 from pspnet_core.data.voc import check_id_list
+from pspnet_core.results import analysis
+from pspnet_core.store import runs
+from pspnet_core.study import reproduce
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_preset import write_tiny  # noqa: E402

@@ -21,9 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import paths, precision
-from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import preset_hash as hash_of
+from pspnet_core.system import paths, precision
+from pspnet_core.system.atomic import atomic_write_text
 
 FILE = "provenance.json"
 PNG_KEY = "pspnet:provenance"  # the PNG text chunk

@@ -44,11 +44,13 @@ from typing import Any
 
 import submitit
 
-from pspnet_core import engine, paths, runs
-from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, StudyConfig, resolve_run
 from pspnet_core.data.loading import DataError, DatasetNotFoundError
 from pspnet_core.model import WeightsUnavailableError
+from pspnet_core.store import runs
+from pspnet_core.system import paths
+from pspnet_core.system.atomic import atomic_write_text
+from pspnet_core.train import engine
 
 LAUNCHERS = ("none", "local", "slurm")
 JOBS_FILE = "jobs.json"  # SLURM: {run folder name: job id} of the last submission per pair

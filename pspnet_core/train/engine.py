@@ -64,7 +64,6 @@ from tqdm.auto import tqdm
 
 from pspnet_core import data
 from pspnet_core import model as model_lib
-from pspnet_core import runs as store
 from pspnet_core.config import (
     AdamConfig,
     ParamsError,
@@ -74,12 +73,13 @@ from pspnet_core.config import (
     resolve_run,
 )
 from pspnet_core.data.loading import make_loader
-from pspnet_core.device import autocast, resolve_device, to_device
 from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
-from pspnet_core.precision import resolve_precision, warn_if_emulated
-from pspnet_core.progress import GridClock, GridJob, format_epoch_line, format_resume_line
+from pspnet_core.store import runs as store
+from pspnet_core.system.device import autocast, resolve_device, to_device
+from pspnet_core.system.precision import resolve_precision, warn_if_emulated
+from pspnet_core.train.progress import GridClock, GridJob, format_epoch_line, format_resume_line
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 # "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,

@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from pspnet_core.atomic import atomic_write_text
+from pspnet_core.system.atomic import atomic_write_text
 
 STUDY_PID_FILE = ".study.pid"
 # the environment variable that tells the study's pspnet-train child which folder is its study's

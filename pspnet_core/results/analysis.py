@@ -8,15 +8,15 @@ figs. 6-9 and 11-13).
   scene-complexity score per image (claim 4), cached next to the run's checkpoint so the
   gallery and claims notebooks compute it once.
 - :func:`gallery_tiles`: input, label and prediction of chosen images, ready for
-  :func:`pspnet_core.plots.loss_gallery`.
+  :func:`pspnet_core.results.plots.loss_gallery`.
 - :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, the leaf
   pixels, and held-out pixel statistics (claim 7, :func:`pspnet_core.metrics.leaf_pixel_stats`);
   cached per run hash. :func:`reliability` and :func:`leaf_review_components` read them.
 - :func:`gallery_ends`: the lowest and highest images of a ranking, never the same image.
 - :func:`predictions`: label and predicted maps, per-image loss, confusion matrix and scene
   complexity of every image of a split (the leaf run: its analog maps too), cached per run hash
-  (what the explorer, :mod:`pspnet_core.explore`, reads); :func:`class_probability` the softmax
-  map of one image.
+  (what the explorer, :mod:`pspnet_core.results.explore`, reads); :func:`class_probability` the
+  softmax map of one image.
 - :func:`per_class_iou_table`: IoU per class (rows) and run (columns), the mean over seeds.
 """
 
@@ -38,8 +38,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from pspnet_core import data
-from pspnet_core.atomic import atomic_path, atomic_write_text
-from pspnet_core.device import autocast, resolve_device
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
     IGNORE_INDEX,
@@ -55,14 +53,16 @@ from pspnet_core.metrics import (
     scene_complexity,
 )
 from pspnet_core.model import build_model
-from pspnet_core.runs import Run, load_state
+from pspnet_core.store.runs import Run, load_state
+from pspnet_core.system.atomic import atomic_path, atomic_write_text
+from pspnet_core.system.device import autocast, resolve_device
 
 Split = Literal["train", "heldout"]
 
 
 def load_model(run: Run, device: str | torch.device = "cpu") -> nn.Module:
     """The trained network of ``run`` (PSPNet or U-Net, ``run_cfg.arch``; last completed
-    epoch) in eval mode on ``device``; :class:`pspnet_core.runs.RunNotTrainedError` without a
+    epoch) in eval mode on ``device``; :class:`pspnet_core.store.runs.RunNotTrainedError` without a
     checkpoint."""
     state = run.checkpoint(map_location="cpu")
     # the checkpoint holds every weight: do not fetch pretrained ones again, and freeze nothing

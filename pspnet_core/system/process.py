@@ -11,7 +11,8 @@ them to the permanent generation (``gc.freeze``), where no collection looks; obj
 everything at once when its last reference goes.
 
 Measured on 2 AMD EPYC cores (bench/README.md, "Process start and exit"): a notebook kernel that
-had imported ``pspnet_core.explore`` took 2.4-3.0 s from the end of its last cell to the end of
+had imported ``pspnet_core.results.explore`` took 2.4-3.0 s from the end of its last cell to the
+end of
 the notebook under papermill, 0.3 s with the imports frozen.
 """
 

@@ -59,9 +59,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 from scipy import stats
 
-from pspnet_core.atomic import atomic_path
 from pspnet_core.data.voc import voc_colormap
-from pspnet_core.provenance import png_text, record_figure
+from pspnet_core.store.provenance import png_text, record_figure
+from pspnet_core.system.atomic import atomic_path
 
 # the paper's colours per augmentation; the U-Net baseline (unet_none) in a neutral grey
 AUGMENT_COLORS: dict[str, str] = {
@@ -183,7 +183,7 @@ def save_figure(
 
     Each file is written to a temporary file in the same folder and moved into place with
     ``os.replace``, so a reader never sees half a figure. ``provenance``
-    (:func:`pspnet_core.provenance.figure_record`) goes into the PNG as a text chunk and into
+    (:func:`pspnet_core.store.provenance.figure_record`) goes into the PNG as a text chunk and into
     ``figures_dir/provenance.json``. Returns the written paths.
     """
     out_dir = Path(figures_dir)

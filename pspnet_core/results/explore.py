@@ -6,7 +6,8 @@ Two layers:
   :func:`run_grid`, :meth:`Explorer.histories`, :func:`image_table`, :func:`sort_table`,
   :func:`error_map`, :func:`threshold_metrics`, :func:`classes_present`, and the figures
   :meth:`Explorer.curves_figure`, :meth:`Explorer.image_figure`,
-  :meth:`Explorer.compare_figure`. Predictions come from :func:`pspnet_core.analysis.predictions`:
+  :meth:`Explorer.compare_figure`. Predictions come from
+  :func:`pspnet_core.results.analysis.predictions`:
   computed once per (run, seed, split) and cached in the run folder; the explorer keeps what it
   read in memory, so a new selection only redraws.
 - **Widgets** (ipywidgets): :func:`study` builds three tabs. *Curves*: runs x seeds, loss and
@@ -30,11 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pspnet_core import analysis, data, plots
+from pspnet_core import data
 from pspnet_core.config import StudyConfig, load_params
-from pspnet_core.engine import get_run
 from pspnet_core.metrics import IGNORE_INDEX, dice_from_counts, iou_from_counts
-from pspnet_core.runs import Run
+from pspnet_core.results import analysis, plots
+from pspnet_core.store.runs import Run
+from pspnet_core.train.engine import get_run
 
 SPLITS = ("heldout", "train")
 SPREADS = {"band + single seeds": (True, True), "band": (True, False),
@@ -166,7 +168,7 @@ class Explorer:
     """The preset's runs, their predictions and datasets, read once and kept in memory.
 
     Every accessor takes a run name, a seed and a split; a (run, seed) that is not trained
-    raises :class:`pspnet_core.runs.RunNotTrainedError` (nothing is trained here).
+    raises :class:`pspnet_core.store.runs.RunNotTrainedError` (nothing is trained here).
     """
 
     def __init__(self, cfg: StudyConfig) -> None:

@@ -2,14 +2,14 @@
 
 Every notebook starts with::
 
-    from pspnet_core.notebook import setup
+    from pspnet_core.study.notebook import setup
     cfg, fig_dir = setup(preset, overrides)
 
 ``preset`` and ``overrides`` come from the notebook's ``parameters`` cell (papermill injects the
 study's values there). The figure folder is ``<figures_dir>/<preset name>``; ``figures_dir`` may
 be relative (to the project root, docs/architecture.md) or absolute.
 
-``setup`` is the notebooks' error boundary (``pspnet_core/errors.py``): a bad preset, override
+``setup`` is the notebooks' error boundary (``pspnet_core/system/errors.py``): a bad preset, override
 or notebook parameter (``optimizer``, ``seed``, ``run_name``, ``n_show``, ``leaf_index``, passed
 as keywords and validated like preset keys) stops the cell with one line, ``error: ...``, instead
 of a traceback (:class:`NotebookError`, which Jupyter and papermill render as that line).
@@ -25,9 +25,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import errors, paths, process
 from pspnet_core.config import SGD_MIX, StudyConfig, load_params, show
-from pspnet_core.support import missing_runs
+from pspnet_core.study.contract import missing_runs
+from pspnet_core.system import errors, paths, process
 
 OPTIMIZERS = ("sgd", "adam")
 

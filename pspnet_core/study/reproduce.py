@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pspnet_core import paths
 from pspnet_core.config import StudyConfig, resolve_run
-from pspnet_core.runs import RunFileError, peek_run
+from pspnet_core.store.runs import RunFileError, peek_run
+from pspnet_core.system import paths
 
 COLUMNS = ("run", "seed", "hash", "status", "epochs", "final_heldout_loss",
            "best_heldout_loss", "metric", "final_metric", "best_metric", "dir")

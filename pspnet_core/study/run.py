@@ -81,14 +81,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pspnet_core import errors, process, provenance
-from pspnet_core.atomic import atomic_write_text
 from pspnet_core.config import ParamsError, load_params, parse_overrides
-from pspnet_core.paths import NOTEBOOKS_DIR, resolve
-from pspnet_core.precision import resolve_precision
-from pspnet_core.progress import is_resume_line, parse_epoch_line
-from pspnet_core.studyindex import OUTPUTS_ENV, STUDY_PID_FILE, index_state
-from pspnet_core.support import missing_runs
+from pspnet_core.store import provenance
+from pspnet_core.store.studystate import OUTPUTS_ENV, STUDY_PID_FILE, index_state
+from pspnet_core.study.contract import missing_runs
+from pspnet_core.system import errors, process
+from pspnet_core.system.atomic import atomic_write_text
+from pspnet_core.system.paths import NOTEBOOKS_DIR, resolve
+from pspnet_core.system.precision import resolve_precision
+from pspnet_core.train.progress import is_resume_line, parse_epoch_line
 
 DEFAULT_KERNEL = "pspnet-study"
 FALLBACK_KERNEL = "python3"
@@ -753,7 +754,7 @@ def _reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
     outputs/<preset>/reproduction.md)."""
     import pandas as pd
 
-    from pspnet_core import reproduce
+    from pspnet_core.study import reproduce
 
     cfg = load_params(preset, overrides or None)
     table = reproduce.results_table(cfg)
@@ -871,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="override a parameter in every notebook: dotted key, YAML value (repeatable), "
-        "e.g. train.epochs=2 (the same syntax as pspnet_core.train)",
+        "e.g. train.epochs=2 (the same syntax as pspnet_core.train.cli)",
     )
     parser.add_argument(
         "--param",
@@ -957,7 +958,3 @@ def _main(args: argparse.Namespace) -> int:
     if args.store:
         store_notebooks(result, log=_terminal_log)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,9 +22,9 @@ interrupted one resumes.
 ``--launcher slurm`` submits one submitit job per (run, seed) not done yet (a SLURM job array)
 and prints the job ids and the grid; ``--wait`` blocks until they end. ``--launcher local`` runs
 the same jobs on this machine, ``--max-parallel`` at a time, and waits. ``--gpus-per-job N > 1``
-trains each run with DDP over N GPUs of one node. See ``pspnet_core/launch.py``.
+trains each run with DDP over N GPUs of one node. See ``pspnet_core/train/launch.py``.
 
-Errors (``pspnet_core/errors.py``): one line ``error: ...`` naming the file, key or value and
+Errors (``pspnet_core/system/errors.py``): one line ``error: ...`` naming the file, key or value and
 what to do; exit 2 for bad input (arguments, preset), 1 for a failed run (damaged or busy run
 folder, bad data, full or read-only disk), 130 for Ctrl-C. ``--debug`` adds the traceback.
 """
@@ -37,11 +37,13 @@ import signal
 import sys
 from pathlib import Path
 
-from pspnet_core import engine, errors, launch, process, runs
 from pspnet_core.config import ParamsError, load_params, parse_overrides, resolve_run
-from pspnet_core.device import resolve_device
-from pspnet_core.precision import resolve_precision
-from pspnet_core.studyindex import OUTPUTS_ENV, index_state
+from pspnet_core.store import runs
+from pspnet_core.store.studystate import OUTPUTS_ENV, index_state
+from pspnet_core.system import errors, process
+from pspnet_core.system.device import resolve_device
+from pspnet_core.system.precision import resolve_precision
+from pspnet_core.train import engine, launch
 
 # errors whose message already says what is wrong and what to do: printed without a traceback
 USER_ERRORS = launch.USER_ERRORS
@@ -245,7 +247,3 @@ def _main(args: argparse.Namespace) -> int:
             if len(clock.jobs) > 1:
                 print(clock.line(), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

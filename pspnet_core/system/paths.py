@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # pspnet_core/ (this file: system/paths.py)
 SOURCE_ROOT = PACKAGE_DIR.parent
 PARAMS_DIR = SOURCE_ROOT / "params"
 NOTEBOOKS_DIR = SOURCE_ROOT / "notebooks"

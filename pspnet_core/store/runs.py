@@ -65,8 +65,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from pspnet_core import paths
-from pspnet_core.atomic import atomic_path, atomic_write_text
 from pspnet_core.config import (
     ParamsError,
     RunConfig,
@@ -77,8 +75,10 @@ from pspnet_core.config import (
     resolve_run,
     run_hash,
 )
-from pspnet_core.provenance import package_version
-from pspnet_core.torchfile import load_torch_file
+from pspnet_core.store.provenance import package_version
+from pspnet_core.system import paths
+from pspnet_core.system.atomic import atomic_path, atomic_write_text
+from pspnet_core.system.torchfile import load_torch_file
 
 PARAMS_FILE = "params.yaml"
 HISTORY_FILE = "history.csv"
