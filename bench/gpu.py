@@ -41,6 +41,7 @@ from pspnet_core.losses import main_and_total
 from pspnet_core.model import build_model
 from pspnet_core.system.device import autocast
 from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 
 def gpu_line() -> str:
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         data.build_datasets(resolve_run(ecfg, name, seed))  # generate once, outside the timing
         gen = time.perf_counter() - t0
         t0 = time.perf_counter()
-        run = engine.get_run(ecfg, name, seed=seed)
+        run = get_run(ecfg, name, seed=seed)
         wall = time.perf_counter() - t0
         epoch_s = float(run.history["seconds"].iloc[0])
     print(f"\n## One epoch of {name} ({n_train} training / {n_held} held-out generated 500 px "

@@ -13,10 +13,10 @@ def reference_run(tmp_path_factory) -> tuple[Path, Path, object]:
     """(home, params path, Run) of a finished, uninterrupted tiny ``sgd_mix`` run, trained once
     per session. Tests that use it train a model: mark them ``slow``."""
     from pspnet_core.config import load_params
-    from pspnet_core.train import engine
+    from pspnet_core.train.grid import get_run
 
     home = tmp_path_factory.mktemp("reference")
     params = write_tiny(home)
-    run = engine.get_run(load_params(params), "sgd_mix")
+    run = get_run(load_params(params), "sgd_mix")
     assert run.done
     return home, params, run

@@ -13,7 +13,7 @@ from pspnet_core.model import PSPNet
 from pspnet_core.results import analysis
 from pspnet_core.results.analysis import seed_table
 from pspnet_core.store import runs
-from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 
 @pytest.mark.slow
@@ -28,7 +28,7 @@ def test_load_model_is_eval_mode_with_checkpoint_weights(reference_run):
 
 
 def test_load_model_of_an_untrained_run_says_so(tmp_path):
-    r = engine.get_run(load_params(write_tiny(tmp_path)), "adam_none", train=False)
+    r = get_run(load_params(write_tiny(tmp_path)), "adam_none", train=False)
     with pytest.raises(runs.RunNotTrainedError, match="no checkpoint"):
         analysis.load_model(r)
 
@@ -87,7 +87,7 @@ def test_reliability_counts_leaf_pixels_only():
 
 @pytest.mark.slow
 def test_leaf_outputs_are_cached_per_run_hash_and_recomputed_when_damaged(tmp_path):
-    run = engine.get_run(load_params(write_tiny(tmp_path)), "leaf_sgd_affine")
+    run = get_run(load_params(write_tiny(tmp_path)), "leaf_sgd_affine")
     first = analysis.leaf_outputs(run)
     cache = run.dir / f"leaf_outputs-{run.hash}.npz"
     assert cache.is_file() and first["regions"].dtype == bool

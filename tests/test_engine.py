@@ -19,6 +19,7 @@ from pspnet_core.model import build_model
 from pspnet_core.results import analysis
 from pspnet_core.store import runs
 from pspnet_core.train import engine
+from pspnet_core.train.grid import get_grid, get_runs
 
 
 class Tiny(nn.Module):
@@ -389,7 +390,7 @@ def test_get_grid_trains_what_is_missing_with_the_whole_grids_eta(tmp_path, caps
     """Two runs x one seed, neither trained: both train (a stand-in network), each followed by
     the grid's line; asked again, nothing trains and nothing is printed."""
     cfg = load_params(write_tiny(tmp_path, quiet=False))
-    grid = engine.get_grid(cfg, ["sgd_mix", "adam_none"],
+    grid = get_grid(cfg, ["sgd_mix", "adam_none"],
                            build_model=lambda run_cfg, k: Tiny(k))
     assert list(grid) == ["sgd_mix", "adam_none"] and all(
         list(by_seed) == [0] and by_seed[0].done for by_seed in grid.values())
@@ -397,8 +398,8 @@ def test_get_grid_trains_what_is_missing_with_the_whole_grids_eta(tmp_path, caps
     lines = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("grid: ")]
     assert lines[0].startswith("grid: 1/2 (run, seed) done, 3 of 6 epochs left, about ")
     assert lines[1] == "grid: 2/2 (run, seed) done"
-    again = engine.get_grid(cfg, ["sgd_mix", "adam_none"])
+    again = get_grid(cfg, ["sgd_mix", "adam_none"])
     assert {n: r[0].dir for n, r in again.items()} == {n: r[0].dir for n, r in grid.items()}
     out = capsys.readouterr()
     assert "grid:" not in out.out + out.err and "epoch" not in out.out + out.err
-    assert engine.get_runs(cfg, "sgd_mix")[0].dir == grid["sgd_mix"][0].dir
+    assert get_runs(cfg, "sgd_mix")[0].dir == grid["sgd_mix"][0].dir

@@ -46,6 +46,7 @@ from pspnet_core.store import runs
 from pspnet_core.study import run as study
 from pspnet_core.train import cli as train
 from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 MARKER_NAME = "PAYLOAD_RAN"
 
@@ -435,7 +436,7 @@ def _lr_nan_fit(tmp, mp):
     params = write_tiny(tmp / "home")
 
     def act():
-        engine.get_run(load_params(params, {"sgd.lr": float("nan")}), "sgd_mix")
+        get_run(load_params(params, {"sgd.lr": float("nan")}), "sgd_mix")
     return Case(act, [tmp])
 
 

@@ -20,6 +20,7 @@ from pspnet_core.config import load_params, resolve_run
 from pspnet_core.store import runs
 from pspnet_core.train import cli as train
 from pspnet_core.train import engine, launch
+from pspnet_core.train.grid import get_run
 
 
 def test_help_shows_the_launcher_and_job_options():
@@ -212,7 +213,7 @@ def test_local_executor_two_at_a_time_resumes_and_equals_a_sequential_run(
         assert r.done and len(r.env["previous_starts"]) == 1
     # 3) equal bit for bit to the same pairs trained one after the other in one process
     seq_params = write_tiny(tmp_path / "seq", data_root=ref_home / "data")
-    seq = engine.get_run(load_params(seq_params), "adam_none")
+    seq = get_run(load_params(seq_params), "adam_none")
     for want, have in ((ref, got["sgd_mix"]), (seq, got["adam_none"])):
         assert history_equal(_history_csv(want), _history_csv(have))
         assert history_equal(want.history, have.history)

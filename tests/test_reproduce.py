@@ -8,7 +8,7 @@ from tiny_preset import write_tiny
 
 from pspnet_core.config import load_params
 from pspnet_core.study import reproduce
-from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 
 def results(values: dict[str, list[float]]) -> pd.DataFrame:
@@ -57,7 +57,7 @@ def test_verdicts_are_read_from_claims_md():
 @pytest.mark.slow
 def test_results_table_reads_the_run_store(tmp_path):
     cfg = load_params(write_tiny(tmp_path))
-    engine.get_run(cfg, "sgd_mix")
+    get_run(cfg, "sgd_mix")
     table = reproduce.results_table(cfg)
     assert list(table.columns) == list(reproduce.COLUMNS)
     row = table[table["run"] == "sgd_mix"].iloc[0]

@@ -16,6 +16,7 @@ from tiny_preset import history_equal, subprocess_env, train_cli, write_tiny
 from pspnet_core.config import load_params, resolve_run, run_hash
 from pspnet_core.store import runs
 from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 
 def _weights(run: runs.Run) -> dict[str, torch.Tensor]:
@@ -72,14 +73,14 @@ def test_finished_run_is_returned_without_training(reference_run, monkeypatch):
         raise AssertionError("fit must not be called for a finished run")
 
     monkeypatch.setattr(engine, "fit", boom)
-    again = engine.get_run(load_params(params), "sgd_mix")
+    again = get_run(load_params(params), "sgd_mix")
     assert again.dir == run.dir and again.done
     assert run.checkpoint_path.stat().st_mtime_ns == mtime
 
 
 def test_absent_run_without_training(tmp_path):
     params = write_tiny(tmp_path)
-    r = engine.get_run(load_params(params), "adam_none", train=False)
+    r = get_run(load_params(params), "adam_none", train=False)
     assert r.status == "absent" and r.history.empty
     with pytest.raises(runs.RunNotTrainedError, match="no checkpoint"):
         r.checkpoint()
@@ -105,11 +106,11 @@ def test_same_seed_identical_history_and_resume_after_stop(reference_run, tmp_pa
     params = write_tiny(tmp_path, data_root=ref_home / "data")
     cfg = load_params(params)
     hist = engine.fit(resolve_run(cfg, "sgd_mix"), stop_after_epoch=1)
-    partial = engine.get_run(cfg, "sgd_mix", train=False)
+    partial = get_run(cfg, "sgd_mix", train=False)
     assert partial.status == "partial" and partial.epochs_done == 1 and len(hist) == 1
     assert partial.describe() == "partial at epoch 1/3"
     assert history_equal(partial.history, ref.history.iloc[:1])
-    resumed = engine.get_run(cfg, "sgd_mix")
+    resumed = get_run(cfg, "sgd_mix")
     assert resumed.done and resumed.dir != ref.dir
     assert len(resumed.env.get("previous_starts", [])) == 1
     assert_same_run(resumed, ref)

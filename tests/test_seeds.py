@@ -15,7 +15,7 @@ from pspnet_core.model import build_model
 from pspnet_core.results import analysis
 from pspnet_core.store import runs
 from pspnet_core.train import cli as train
-from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run, get_runs
 
 
 def test_seeds_list_and_the_old_seed_key(tmp_path):
@@ -49,9 +49,9 @@ def test_resolve_run_per_seed_and_folder_names(tmp_path):
     assert len(table) == 3 * 2 and list(table.columns[:3]) == ["run", "seed", "status"]
     grid = table.pivot(index="run", columns="seed", values="status")
     assert grid.shape == (3, 2) and (grid == "absent").all().all()
-    got = engine.get_runs(cfg, "adam_none", train=False)
+    got = get_runs(cfg, "adam_none", train=False)
     assert list(got) == [0, 3] and got[3].run_cfg.seed == 3 and got[3].status == "absent"
-    assert engine.get_run(cfg, "adam_none", train=False, seed=3).dir == got[3].dir
+    assert get_run(cfg, "adam_none", train=False, seed=3).dir == got[3].dir
 
 
 def test_train_cli_grid_and_seed_option(tmp_path, capsys):

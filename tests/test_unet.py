@@ -10,6 +10,7 @@ from torch import nn
 from pspnet_core.config import ModelConfig, load_params, resolve_run
 from pspnet_core.losses import main_and_total
 from pspnet_core.model import build_model, count_parameters
+from pspnet_core.train.grid import get_run
 from pspnet_core.unet import UNet
 
 
@@ -77,12 +78,11 @@ def test_unet_run_trains_and_reloads_as_unet(tmp_path):
     from tiny_preset import write_tiny
 
     from pspnet_core.results import analysis
-    from pspnet_core.train import engine
 
     params = write_tiny(tmp_path, train={"epochs": 1},
                         runs={"unet_none": {"task": "voc", "optimizer": "sgd", "regime": "none",
                                             "arch": "unet"}})
-    run = engine.get_run(load_params(params), "unet_none")
+    run = get_run(load_params(params), "unet_none")
     assert run.done and len(run.history) == 1
     m = analysis.load_model(run, "cpu")
     assert isinstance(m, UNet) and not m.training

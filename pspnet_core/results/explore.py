@@ -17,7 +17,7 @@ Two layers:
   the probability of a chosen class, the leaf run its heatmap with a threshold slider and the
   Dice / IoU at that threshold. *Compare*: two (run, seed) pairs on the same image.
 
-The explorer trains nothing: it shows the runs the store holds (``engine.get_run(...,
+The explorer trains nothing: it shows the runs the store holds (``get_run(...,
 train=False)``); the notebooks (or ``pspnet-train``) train them.
 """
 
@@ -36,7 +36,7 @@ from pspnet_core.config import StudyConfig, load_params
 from pspnet_core.metrics import IGNORE_INDEX, dice_from_counts, iou_from_counts
 from pspnet_core.results import analysis, plots
 from pspnet_core.store.runs import Run
-from pspnet_core.train.engine import get_run
+from pspnet_core.train.grid import get_run
 
 SPLITS = ("heldout", "train")
 SPREADS = {"band + single seeds": (True, True), "band": (True, False),

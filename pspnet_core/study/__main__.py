@@ -2,7 +2,7 @@
 
 import sys
 
-from pspnet_core.study.run import main
+from pspnet_core.study.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,9 +9,10 @@ Every notebook starts with::
 study's values there). The figure folder is ``<figures_dir>/<preset name>``; ``figures_dir`` may
 be relative (to the project root, docs/architecture.md) or absolute.
 
-``setup`` is the notebooks' error boundary (``pspnet_core/system/errors.py``): a bad preset, override
-or notebook parameter (``optimizer``, ``seed``, ``run_name``, ``n_show``, ``leaf_index``, passed
-as keywords and validated like preset keys) stops the cell with one line, ``error: ...``, instead
+``setup`` is the notebooks' error boundary (``pspnet_core/system/errors.py``): a bad preset,
+override or notebook parameter (passed as keywords and validated with the notebook contract,
+:mod:`pspnet_core.study.contract`; a name papermill injected that the notebook does not take
+included) stops the cell with one line, ``error: ...``, instead
 of a traceback (:class:`NotebookError`, which Jupyter and papermill render as that line).
 In a Jupyter kernel it also installs the boundary for the cells after it
 (:func:`install_cell_boundary`): a damaged run, bad data or a full disk later in the notebook is
@@ -21,15 +22,14 @@ every traceback.
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 from typing import Any
 
 from pspnet_core.config import SGD_MIX, StudyConfig, load_params, show
-from pspnet_core.study.contract import missing_runs
+from pspnet_core.study.contract import check_names, check_parameters, missing_runs
 from pspnet_core.system import errors, paths, process
-
-OPTIMIZERS = ("sgd", "adam")
 
 
 class NotebookError(Exception):
@@ -59,33 +59,26 @@ def augmentation_run(cfg: StudyConfig) -> str:
     return next(n for n, spec in cfg.runs.items() if spec.task == "voc" and spec.arch == "pspnet")
 
 
-def check_parameters(cfg: StudyConfig, **parameters: Any) -> None:
-    """Validate a notebook's papermill parameters against the preset (names as in the
-    notebooks' ``parameters`` cells); :class:`NotebookError` naming the first bad one."""
-    for key, value in parameters.items():
-        if key == "optimizer":
-            if value not in OPTIMIZERS:
-                raise _bad(key, value, f"is not allowed; use one of {', '.join(OPTIMIZERS)}")
-            why = missing_runs(cfg, "03_learning_curves", {"optimizer": value})
-            if why:
-                raise NotebookError(why)
-        elif key == "run_name":
-            if not isinstance(value, str) or value not in cfg.runs:
-                raise _bad(key, value, f"is not a run of preset {cfg.name!r}; runs: "
-                           f"{', '.join(cfg.runs)}")
-        elif key == "seed":
-            if value is not None and (isinstance(value, bool) or value not in cfg.seeds):
-                raise _bad(key, value, f"is not one of the seeds {list(cfg.seeds)} of preset "
-                           f"{cfg.name!r} (None: the notebook's default)")
-        elif key in ("n_show", "leaf_index"):
-            low = 1 if key == "n_show" else 0
-            if value is None and key == "leaf_index":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise _bad(key, value, f"must be an integer >= {low}")
-        else:
-            raise NotebookError(f"unknown notebook parameter {key!r}; known: optimizer, "
-                                "run_name, seed, n_show, leaf_index")
+PAPERMILL_HEADER = "# Parameters\n"  # the first line of the cell papermill injects
+
+
+def injected_names(shell: Any = None) -> set[str] | None:
+    """The names papermill's injected-parameters cell assigned in this kernel (``-p``, ``-y``,
+    ``pspnet-study``), or None outside a kernel or when no cell was injected."""
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:  # pragma: no cover - IPython ships with the notebooks' kernel
+            return None
+        shell = get_ipython()
+    if shell is None:
+        return None
+    cells = [c for c in shell.user_ns.get("In", []) if c.startswith(PAPERMILL_HEADER)]
+    if not cells:
+        return None
+    tree = ast.parse(cells[-1])
+    return {t.id for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
 
 
 def _cell_error(shell: Any, etype: type, value: BaseException, tb: Any,
@@ -143,11 +136,14 @@ def setup(
     preset: str | os.PathLike = "smoke",
     overrides: dict[str, Any] | None = None,
     announce: bool = True,
+    notebook: str | None = None,
     **parameters: Any,
 ) -> tuple[StudyConfig, Path]:
     """(validated config, figure folder) of ``preset`` with ``overrides`` applied; prints one
     line naming the preset and the figure folder unless ``announce`` is false. ``parameters``
-    are the notebook's own (:func:`check_parameters`). Every expected error is a
+    are the notebook's own, validated with the notebook contract (``contract.check_parameters``);
+    ``notebook`` (its stem) also refuses any name papermill injected that the notebook does not
+    take (a misspelt ``-p optimiser adam``), naming the valid ones. Every expected error is a
     :class:`NotebookError` (one line in the notebook). In a kernel, the objects of the imports
     before it are frozen out of the garbage collector's walks (:mod:`process`)."""
     if install_cell_boundary():
@@ -159,6 +155,9 @@ def setup(
         raise _bad("overrides", overrides, "must be a mapping of dotted keys to values, e.g. "
                    "{'train.epochs': 2}")
     try:
+        injected = injected_names()
+        if injected is not None and notebook is not None:
+            check_names(notebook, injected, "set by papermill -p/-y or pspnet-study --param")
         cfg = load_params(preset, overrides or None)
         check_parameters(cfg, **parameters)
     except NotebookError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pspnet_core.config import StudyConfig, resolve_run
+from pspnet_core.config import StudyConfig, load_params, resolve_run
+from pspnet_core.store import provenance
 from pspnet_core.store.runs import RunFileError, peek_run
 from pspnet_core.system import paths
+from pspnet_core.system.atomic import atomic_write_text
 
 COLUMNS = ("run", "seed", "hash", "status", "epochs", "final_heldout_loss",
            "best_heldout_loss", "metric", "final_metric", "best_metric", "dir")
@@ -198,3 +201,52 @@ def report(comparison: pd.DataFrame, changes: list[tuple[int, str, str]],
     lines.append("Verdicts unchanged." if not changes else "Verdicts changed: " + "; ".join(
         f"claim {n}: {a} -> {b}" for n, a, b in changes) + ".")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- after a finished study
+
+
+def reference_files(fig_dir: Path) -> dict[str, str]:
+    """The committed results.csv and claims.md of this preset, as they were before the rerun."""
+    out = {}
+    for name in ("results.csv", "claims.md"):
+        try:
+            out[name] = (fig_dir / name).read_text()
+        except OSError:
+            pass
+    return out
+
+
+def reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
+                  fig_dir: Path, reference: dict[str, str], log: Callable[[str], None],
+                  *, write_reference: bool = False, mark_code: bool = True) -> None:
+    """After a finished study: results.csv in outputs/ (and, with ``write_reference``, as the
+    reference in the figure folder), the code commit in provenance.json (``mark_code``), and
+    the reproduction report against the reference (printed and written to
+    outputs/<preset>/reproduction.md)."""
+    import pandas as pd
+
+    cfg = load_params(preset, overrides or None)
+    table = results_table(cfg)
+    text = table.to_csv(index=False)
+    atomic_write_text(out_dir / "results.csv", text)
+    if write_reference:
+        atomic_write_text(fig_dir / "results.csv", text)
+    elif "results.csv" in reference:
+        log(f"  (the reference {fig_dir / 'results.csv'} is kept; this rerun's numbers are in "
+            f"{out_dir / 'results.csv'}; --update-reference makes them the reference)")
+    if mark_code:
+        provenance.mark_notebook(fig_dir, [], "", commit=provenance.code_commit())
+    comparison = pd.DataFrame()
+    if "results.csv" in reference:
+        try:
+            comparison = compare(
+                read_results(reference["results.csv"], fig_dir / "results.csv"), table)
+        except ResultsFileError as err:
+            log(f"  (reference unreadable: {err}; no comparison)")
+    claims_now = (fig_dir / "claims.md").read_text() if (fig_dir / "claims.md").is_file() else ""
+    changes = (verdict_changes(reference["claims.md"], claims_now)
+               if "claims.md" in reference and claims_now else [])
+    text = report(comparison, changes, provenance.machine())
+    atomic_write_text(out_dir / "reproduction.md", text)
+    log(text.rstrip())

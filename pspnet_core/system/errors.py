@@ -1,11 +1,13 @@
 """The one error boundary of every user-facing entry point: ``pspnet-train``, ``pspnet-study``,
-``notebook.setup`` (and the notebooks' ``parameters``).
+``notebook.setup`` (and the notebooks' parameters). Only this module prints an error and maps
+it to an exit code; the commands raise.
 
 An expected failure is printed as one line, ``error: <message>``, naming the file, key or value
 and what to do, and ends the command with a stable exit code:
 
     2    bad input: a preset key or value, a data file, a weights file, a launcher option
-    1    a failed run: a damaged or busy run folder, a full or read-only disk, a non-finite loss,
+    1    a failed run or notebook: a damaged or busy run folder, a full or read-only disk, a
+         non-finite loss, a failing notebook cell,
          any other OS error
     130  Ctrl-C (or SIGTERM turned into KeyboardInterrupt)
 
@@ -44,7 +46,7 @@ BAD_INPUT = frozenset({
 })
 FAILED_RUN = frozenset({
     "RunFileError", "RunBusyError", "RunNotTrainedError", "DiskFullError", "NonFiniteLossError",
-    "StudyBusyError",
+    "StudyBusyError", "StudyTrainingError", "StudyFailedError",
 })
 # OS errors whose errno says what is wrong with a path the user gave or the disk
 _OS_HINTS = {
@@ -82,7 +84,7 @@ def exit_code(err: BaseException) -> int | None:
     names = _names(err)
     if "NotebookError" in names and isinstance(getattr(err, "code", None), int):
         return err.code
-    if names & FAILED_RUN:  # first: StudyBusyError is a StudyError too
+    if names & FAILED_RUN:  # first: StudyBusyError and StudyTrainingError are StudyErrors too
         return EXIT_FAILED
     if names & BAD_INPUT:
         return EXIT_BAD_INPUT
@@ -131,6 +133,16 @@ def one_line(err: BaseException) -> str:
     return shorten(text or type(err).__name__, MAX_MESSAGE)
 
 
+def locate(err: BaseException, where: str) -> None:
+    """Mark ``err`` with the run (or file) it happened in; :func:`report` starts its line with
+    it (``error: sgd_mix (seed 0): ...``). The innermost mark wins."""
+    if getattr(err, "pspnet_where", None) is None:
+        try:
+            err.pspnet_where = where  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type with __slots__: reported without it
+            pass
+
+
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
     return os.environ.get(DEBUG_ENV, "") not in ("", "0") or "--debug" in (argv or ())
 
@@ -146,6 +158,8 @@ def report(err: BaseException, *, debug: bool = False, stream: TextIO | None = N
         print(f"error: an unexpected {type(err).__name__} (a bug in pspnet_core: please report "
               f"it with the traceback above): {shorten(str(err), MAX_MESSAGE)}", file=stream)
         return EXIT_FAILED
+    where = getattr(err, "pspnet_where", None)
+    prefix = f"{prefix}{where}: " if where else prefix
     print(f"error: {prefix}{one_line(err)}", file=stream)
     return code
 
@@ -160,8 +174,3 @@ def run_main(body: Callable[[], int], argv: Sequence[str] | None = None,
         raise
     except BaseException as err:  # noqa: BLE001 - the boundary: every error ends here
         return report(err, debug=debug_requested(argv), stream=stream)
-
-
-class ParameterError(ValueError):
-    """A notebook ``parameters`` value is invalid (an unknown optimizer, a seed not in the
-    preset, an out-of-range index, overrides of the wrong type); the message names it."""

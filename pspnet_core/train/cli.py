@@ -43,10 +43,8 @@ from pspnet_core.store.studystate import OUTPUTS_ENV, index_state
 from pspnet_core.system import errors, process
 from pspnet_core.system.device import resolve_device
 from pspnet_core.system.precision import resolve_precision
-from pspnet_core.train import engine, launch
-
-# errors whose message already says what is wrong and what to do: printed without a traceback
-USER_ERRORS = launch.USER_ERRORS
+from pspnet_core.train import launch
+from pspnet_core.train.grid import get_grid
 
 
 def wall_minutes(text: str) -> int:
@@ -162,25 +160,20 @@ def _follow_study(outputs_dir: Path) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    try:
-        overrides = parse_overrides(args.set)
-        if args.device:
-            overrides["device"] = args.device
-        if args.quiet:
-            overrides["quiet"] = True
-        cfg = load_params(args.params, overrides)
-    except ParamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-
+    """The command inside the boundary: every error is raised, :func:`errors.run_main` prints
+    it as one line and maps it to the exit code (a run's own error is prefixed with the run)."""
+    overrides = parse_overrides(args.set)
+    if args.device:
+        overrides["device"] = args.device
+    if args.quiet:
+        overrides["quiet"] = True
+    cfg = load_params(args.params, overrides)
     seeds = list(dict.fromkeys(args.seed)) or list(cfg.seeds)
     bad = [s for s in seeds if s not in cfg.seeds]
     if bad:
-        print(f"error: --seed {bad[0]} is not one of the preset's seeds {list(cfg.seeds)}; "
-              "add it with --set 'seeds=[...]'", file=sys.stderr)
-        return 2
+        raise ParamsError(f"--seed {bad[0]} is not one of the preset's seeds {list(cfg.seeds)}; "
+                          "add it with --set 'seeds=[...]'")
     chosen = resolve_precision(cfg.precision, cfg.device)
-    rank0 = int(os.environ.get("RANK", "0")) == 0
     if args.list:  # every run, a damaged one marked as such: one bad folder never hides the grid
         print(f"# preset {cfg.name!r}, precision {chosen.describe()}\n"
               f"# {'run':<16} {'seed':<5} {'status':<26} folder")
@@ -191,15 +184,10 @@ def _main(args: argparse.Namespace) -> int:
         if not args.run:
             return 0
     if not args.run:
-        print("error: give --run NAME (or --run all) or --list", file=sys.stderr)
-        return 2
+        raise ParamsError("give --run NAME (or --run all) or --list")
     names = list(cfg.runs) if "all" in args.run else args.run
     for name in names:
-        try:
-            resolve_run(cfg, name)
-        except ParamsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        resolve_run(cfg, name)  # ParamsError naming the preset's runs
     if args.launcher != "none":
         opts = launch.JobOptions(
             partition=args.partition, gpus_per_job=args.gpus_per_job,
@@ -207,43 +195,21 @@ def _main(args: argparse.Namespace) -> int:
             time_min=args.time, mem=args.mem, max_parallel=args.max_parallel,
             account=args.account, log_dir=args.log_dir,
         )
-        try:
-            return launch.launch(cfg, names, seeds, args.launcher, opts, wait=args.wait)
-        except launch.LaunchError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        return launch.launch(cfg, names, seeds, args.launcher, opts, wait=args.wait)
     given = [f for f in JOB_FLAGS if getattr(args, f) not in (None, False)]
     if given:
         flag = "--" + given[0].replace("_", "-")
-        print(f"error: {flag} is a job option: add --launcher local or --launcher slurm",
-              file=sys.stderr)
-        return 2
+        raise ParamsError(f"{flag} is a job option: add --launcher local or --launcher slurm")
     resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
-    grid = [(s, n) for s in seeds for n in names]  # seed-major: the folder name shows the seed
-    clock = engine.grid_clock(cfg, grid)
-    if rank0 and clock.jobs and not cfg.quiet:
-        print(f"precision {chosen.describe()}", flush=True)
-    if rank0 and len(clock.jobs) > 1:
-        print(clock.line(), flush=True)
-    for seed, name in grid:
-        try:
-            r = runs.open_run(resolve_run(cfg, name, seed))
-            status = r.status
-            if status in runs.DONE_STATES:
-                if rank0:
-                    print(f"{name}: {status}, {r.dir}")
-                continue
-            engine.fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
-                n, s, row["seconds"]))
-        except Exception as err:  # noqa: BLE001 - the run failed: one line naming it, exit 1
-            code = errors.report(err, debug=args.debug, prefix=f"{name} (seed {seed}): ")
-            return errors.EXIT_FAILED if code == errors.EXIT_BAD_INPUT else code
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+
+    def log(line: str) -> None:
         if rank0:
-            status = r.status
-            state = status if status in runs.DONE_STATES else r.describe()
-            print(f"{name}: {state}, {r.dir}")
-            if status in runs.DONE_STATES:
-                clock.job_done(name, seed)
-            if len(clock.jobs) > 1:
-                print(clock.line(), flush=True)
+            print(line, flush=True)
+
+    def say_done(name: str, seed: int, r: runs.Run) -> None:
+        status = r.status
+        log(f"{name}: {status if status in runs.DONE_STATES else r.describe()}, {r.dir}")
+
+    get_grid(cfg, names, seeds=seeds, log=log, on_run=say_done)
     return 0

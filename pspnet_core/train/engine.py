@@ -50,7 +50,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,8 +69,6 @@ from pspnet_core.config import (
     ParamsError,
     RunConfig,
     SGDConfig,
-    StudyConfig,
-    resolve_run,
 )
 from pspnet_core.data.loading import make_loader
 from pspnet_core.losses import main_and_total, segmentation_loss
@@ -78,8 +76,8 @@ from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
 from pspnet_core.store import runs as store
 from pspnet_core.system.device import autocast, resolve_device, to_device
-from pspnet_core.system.precision import resolve_precision, warn_if_emulated
-from pspnet_core.train.progress import GridClock, GridJob, format_epoch_line, format_resume_line
+from pspnet_core.system.precision import warn_if_emulated
+from pspnet_core.train.progress import format_epoch_line, format_resume_line
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 # "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,
@@ -602,76 +600,3 @@ def _checkpoint_due(run_cfg: RunConfig, epoch: int, stopping: bool, last_save: f
     once ``checkpoint_seconds`` have passed since the last save (0: every epoch)."""
     return (epoch == run_cfg.epochs or stopping
             or time.monotonic() - last_save >= run_cfg.checkpoint_seconds)
-
-
-# ---------------------------------------------------------------- the run store's front door
-
-
-def get_run(
-    cfg: StudyConfig, run: str, train: bool = True, seed: int | None = None, **fit_kwargs: Any
-) -> store.Run:
-    """Run ``run`` of preset ``cfg`` with seed ``seed`` (one of ``cfg.seeds``; ``None``: the
-    first): loaded if done, resumed if interrupted, trained if absent.
-
-    With ``train=False`` nothing is trained: the run is returned in whatever state it is
-    (check ``run.status``). ``fit_kwargs`` go to :func:`fit`.
-    """
-    r = store.open_run(resolve_run(cfg, run, seed))
-    if r.done or not train:
-        return r
-    fit(r.run_cfg, **fit_kwargs)
-    return r
-
-
-def get_runs(
-    cfg: StudyConfig, run: str, train: bool = True, **fit_kwargs: Any
-) -> dict[int, store.Run]:
-    """``{seed: Run}`` of run ``run`` for every seed of ``cfg.seeds`` (in that order), each as
-    :func:`get_run` gives it (trained one after the other when ``train``, with the seeds' ETA:
-    :func:`get_grid`)."""
-    return get_grid(cfg, [run], train=train, **fit_kwargs)[run]
-
-
-def get_grid(
-    cfg: StudyConfig, runs: Iterable[str], train: bool = True, **fit_kwargs: Any
-) -> dict[str, dict[int, store.Run]]:
-    """``{run: {seed: Run}}`` for each of ``runs`` and every seed of the preset, each as
-    :func:`get_run` gives it. When it trains more than one (run, seed), a line after each gives
-    the whole grid's time left (``progress.GridClock``; not with ``quiet``)."""
-    names = list(runs)
-    pairs = [(seed, name) for name in names for seed in cfg.seeds]
-    clock = grid_clock(cfg, pairs) if train else GridClock([])
-    quiet = fit_kwargs.get("quiet")
-    loud = len(clock.jobs) > 1 and not (cfg.quiet if quiet is None else quiet)
-    out: dict[str, dict[int, store.Run]] = {name: {} for name in names}
-    if clock.jobs and not (cfg.quiet if quiet is None else quiet):
-        tqdm.write(f"precision {resolve_precision(cfg.precision, cfg.device).describe()}")
-    for seed, name in pairs:
-        r = store.open_run(resolve_run(cfg, name, seed))
-        if train and not r.done:
-            fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
-                n, s, row["seconds"]), **fit_kwargs)
-            if r.done:
-                clock.job_done(name, seed)
-            if loud:
-                tqdm.write(clock.line())
-        out[name][seed] = r
-    return out
-
-
-def grid_clock(cfg: StudyConfig, pairs: list[tuple[int, str]]) -> GridClock:
-    """A :class:`progress.GridClock` over the (seed, run) pairs that are not done, each with
-    the epochs it has left (a partial run resumes; a damaged folder counts whole)."""
-    jobs = []
-    for seed, name in pairs:
-        run_cfg = resolve_run(cfg, name, seed)
-        r = store.peek_run(run_cfg)
-        if r.status in store.DONE_STATES:
-            continue
-        try:
-            done = r.epochs_done if r.status == "partial" else 0
-        except Exception:  # noqa: BLE001 - a damaged folder: fit reports it
-            done = 0
-        spec = cfg.runs[name]
-        jobs.append(GridJob(name, seed, f"{spec.task}/{spec.arch}", run_cfg.epochs - done))
-    return GridClock(jobs)

@@ -44,23 +44,14 @@ from typing import Any
 
 import submitit
 
-from pspnet_core.config import ParamsError, StudyConfig, resolve_run
-from pspnet_core.data.loading import DataError, DatasetNotFoundError
-from pspnet_core.model import WeightsUnavailableError
+from pspnet_core.config import StudyConfig, resolve_run
 from pspnet_core.store import runs
-from pspnet_core.system import paths
+from pspnet_core.system import errors, paths
 from pspnet_core.system.atomic import atomic_write_text
-from pspnet_core.train import engine
+from pspnet_core.train.grid import get_run
 
 LAUNCHERS = ("none", "local", "slurm")
 JOBS_FILE = "jobs.json"  # SLURM: {run folder name: job id} of the last submission per pair
-
-# errors whose message already says what is wrong and what to do: printed as one line
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ParamsError, DataError, DatasetNotFoundError, WeightsUnavailableError,
-    engine.NonFiniteLossError, runs.RunBusyError,
-)
-
 
 # JobOptions fields that only a SLURM submission uses
 SLURM_ONLY = ("partition", "mem", "account", "cpus_per_job")
@@ -130,10 +121,12 @@ class TrainPair(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         out: dict[str, Any] = {"run": run, "seed": seed}
         try:
-            r = engine.get_run(cfg, run, seed=seed)
-        except (*USER_ERRORS, runs.RunFileError) as err:
+            r = get_run(cfg, run, seed=seed)
+        except Exception as err:  # noqa: BLE001 - an expected error is the job's one line
+            if errors.exit_code(err) is None:
+                raise  # a bug: submitit keeps its traceback
             r = runs.peek_run(resolve_run(cfg, run, seed))
-            out["error"] = str(err)
+            out["error"] = errors.one_line(err)
         out.update(status=r.describe(), dir=str(r.dir))
         return out
 
