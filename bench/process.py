@@ -50,7 +50,8 @@ def kernel_exit(folder: Path, setup: bool, preset: str) -> tuple[float, float]:
     import nbformat
     import papermill as pm
 
-    src = "from pspnet_core import explore\nfrom pspnet_core.study.notebook import setup\n"
+    src = ("from pspnet_core.results import explore\n"
+           "from pspnet_core.study.notebook import setup\n")
     if setup:
         src += f"cfg, fig_dir = setup({preset!r}, announce=False)\n"
     nb = nbformat.v4.new_notebook()

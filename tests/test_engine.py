@@ -387,17 +387,19 @@ def test_foreach_optimizer_steps_equal_the_per_parameter_loop(run):
 
 
 def test_get_grid_trains_what_is_missing_with_the_whole_grids_eta(tmp_path, capsys):
-    """Two runs x one seed, neither trained: both train (a stand-in network), each followed by
-    the grid's line; asked again, nothing trains and nothing is printed."""
+    """Two runs x one seed, neither trained: the grid's line first, then both train (a stand-in
+    network), each followed by the grid's line; asked again, nothing trains and nothing is
+    printed. The one grid loop: pspnet-train prints the same lines."""
     cfg = load_params(write_tiny(tmp_path, quiet=False))
-    grid = get_grid(cfg, ["sgd_mix", "adam_none"],
-                           build_model=lambda run_cfg, k: Tiny(k))
+    grid = get_grid(cfg, ["sgd_mix", "adam_none"], build_model=lambda run_cfg, k: Tiny(k))
     assert list(grid) == ["sgd_mix", "adam_none"] and all(
         list(by_seed) == [0] and by_seed[0].done for by_seed in grid.values())
     out = capsys.readouterr()
     lines = [ln for ln in (out.out + out.err).splitlines() if ln.startswith("grid: ")]
-    assert lines[0].startswith("grid: 1/2 (run, seed) done, 3 of 6 epochs left, about ")
-    assert lines[1] == "grid: 2/2 (run, seed) done"
+    assert lines[0] == "grid: 0/2 (run, seed) done, 6 of 6 epochs left, time left known after " \
+        "the first epoch"
+    assert lines[1].startswith("grid: 1/2 (run, seed) done, 3 of 6 epochs left, about ")
+    assert lines[2] == "grid: 2/2 (run, seed) done"
     again = get_grid(cfg, ["sgd_mix", "adam_none"])
     assert {n: r[0].dir for n, r in again.items()} == {n: r[0].dir for n, r in grid.items()}
     out = capsys.readouterr()

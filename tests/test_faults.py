@@ -42,8 +42,8 @@ from pspnet_core.data.leaf import LeafDataset, leaf_pairs
 from pspnet_core.data.loading import DataError
 from pspnet_core.data.voc import VOCDataset, voc_colormap, voc_pairs
 from pspnet_core.results import analysis
-from pspnet_core.store import runs
-from pspnet_core.study import run as study
+from pspnet_core.store import runs, studystate
+from pspnet_core.study import cli, execute, plan
 from pspnet_core.train import cli as train
 from pspnet_core.train import engine
 from pspnet_core.train.grid import get_run
@@ -885,7 +885,7 @@ def test_the_table_has_forty_rows_or_more():
 # ---------------------------------------------------------------- issue 18: the entry points
 #
 # Each row runs a real entry point: ``pspnet-train`` (``train.main`` in-process, or a
-# subprocess where a fault could hang it), ``pspnet-study`` (``study.main``) or a notebook cell
+# subprocess where a fault could hang it), ``pspnet-study`` (``cli.main``) or a notebook cell
 # (an IPython shell running ``notebook.setup``). It asserts the exit code and the one-line
 # message, that no ``Traceback`` appears (``traceback=True``: that one does), and that the watched
 # files did not change.
@@ -1170,7 +1170,7 @@ def _study_second(tmp, mp):
 
     @contextlib.contextmanager
     def hold():  # the first study holds its outputs folder
-        fd = study._study_lock(out_dir)
+        fd = execute._hold_outputs(out_dir)
         try:
             yield
         finally:
@@ -1184,13 +1184,16 @@ def _study_index(alive: bool):
         params = tiny_params(tmp)
         out_dir = tmp / "home" / "outputs" / "tiny"
         out_dir.mkdir(parents=True)
-        jobs = study.plan()
-        study.write_index(out_dir, [], tmp / "figs", "tiny", pending=jobs[1:], running=jobs[0])
+        jobs = plan.plan()
+        rows = [studystate.Row(jobs[0].name, "running")]
+        rows += [studystate.Row(j.name, "pending") for j in jobs[1:]]
+        studystate.write(out_dir, preset="tiny", state="running", rows=rows,
+                         figures_dir=tmp / "figs")
         hold = None
         if alive:
             @contextlib.contextmanager
             def hold():
-                fd = study._study_lock(out_dir)
+                fd = execute._hold_outputs(out_dir)
                 try:
                     yield
                 finally:
@@ -1244,10 +1247,10 @@ CLI_ROWS: list[CliRow] = [
            traceback=True),
     CliRow("cli-debug-shows-the-traceback", _damaged_debug, 1,
            r"Traceback.*error: adam_none \(seed 0\): checkpoint .* is damaged", traceback=True),
-    CliRow("cli-corrupt-image-2-workers", _leaf_train("corrupt", workers=2), 1,
+    CliRow("cli-corrupt-image-2-workers", _leaf_train("corrupt", workers=2), 2,
            r"^error: leaf_sgd_affine \(seed 0\): cannot read image .*leaf_3\.png \(corrupt",
            slow=True),
-    CliRow("cli-corrupt-image-first-epoch", _leaf_train("corrupt"), 1,
+    CliRow("cli-corrupt-image-first-epoch", _leaf_train("corrupt"), 2,
            r"cannot read image .*leaf_3\.png \(corrupt", slow=True),
     CliRow("cli-list-one-bad-run", _list_with_bad_checkpoint, 0,
            r"adam_none\s+s0\s+damaged: checkpoint .*checkpoint\.pt is damaged", stream="out"),
@@ -1319,15 +1322,15 @@ CLI_ROWS: list[CliRow] = [
     CliRow("cli-run-folder-is-a-file", _run_folder_is_file, 1,
            r"run folder .*adam_none-s0-\w+ is a file, not a folder"),
     # 8. a path the project did not create, at the generated-data folder
-    CliRow("cli-generated-data-path-is-users-file", _foreign_data("file"), 1,
+    CliRow("cli-generated-data-path-is-users-file", _foreign_data("file"), 2,
            r"synthetic/voc exists and is a file, not a generated dataset; refusing to overwrite"),
-    CliRow("cli-generated-data-path-is-users-link", _foreign_data("symlink"), 1,
+    CliRow("cli-generated-data-path-is-users-link", _foreign_data("symlink"), 2,
            r"synthetic/voc exists and is a symbolic link to .*outside that the generator did "
            r"not make"),
-    CliRow("cli-generated-data-path-is-users-folder", _foreign_data("folder"), 1,
+    CliRow("cli-generated-data-path-is-users-folder", _foreign_data("folder"), 2,
            r"synthetic/voc exists and is a folder that is not a generated dataset"),
     # 10. a decompression bomb
-    CliRow("cli-decompression-bomb", _leaf_train("bomb"), 1,
+    CliRow("cli-decompression-bomb", _leaf_train("bomb"), 2,
            r"leaf_sgd_affine \(seed 0\): image .*leaf_3\.png is too large to decode safely",
            slow=True),
     # 6 (item): the study's index under concurrency
@@ -1365,7 +1368,8 @@ CLI_ROWS: list[CliRow] = [
            r"^error: .*seeds: expected a list", stream="out"),
     CliRow("cell-later-damaged-run-one-line", _cell(
         SETUP + "cfg, _ = setup('PARAMS', {}, announce=False)\n"
-        "from pspnet_core import analysis, runs\nfrom pspnet_core.config import resolve_run\n"
+        "from pspnet_core.results import analysis\nfrom pspnet_core.store import runs\n"
+        "from pspnet_core.config import resolve_run\n"
         "analysis.load_model(runs.Run(resolve_run(cfg, 'adam_none'), PATH))"
         .replace("PATH", "__import__('pathlib').Path('nowhere')")), 1,
         r"^error: run 'adam_none' has no checkpoint at nowhere/checkpoint\.pt; train it",
@@ -1402,7 +1406,7 @@ def test_entry_point_fault(row: CliRow, tmp_path, monkeypatch, capsys):
             code = train.main(entry.argv)
             out, err = capsys.readouterr()
         elif entry.tool == "study":
-            code = study.main(entry.argv)
+            code = cli.main(entry.argv)
             out, err = capsys.readouterr()
         elif entry.tool == "cell":
             code, out = _run_cell(entry.argv[0])

@@ -76,7 +76,7 @@ def test_a_child_dies_with_its_parent_even_by_sigkill():
     child gets SIGTERM from the kernel instead of training on, orphaned."""
     parent = (
         "import os, signal, subprocess, sys\n"
-        "from pspnet_core import process\n"
+        "from pspnet_core.system import process\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
         "                         preexec_fn=process.die_with_parent)\n"
         "print(child.pid, flush=True)\n"

@@ -1,4 +1,4 @@
-"""study.py: plans, kernels, and real papermill runs of throwaway notebooks; sanitize.cfg."""
+"""pspnet_core.study: plans, kernels, real papermill runs of throwaway notebooks; sanitize.cfg."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from pspnet_core.study import run as study
+from pspnet_core.study import cli, execute, plan, reproduce, storing
 from pspnet_core.system.paths import SOURCE_ROOT
 from pspnet_core.train.progress import format_epoch_line, format_resume_line
 
@@ -38,7 +38,7 @@ def notebooks(tmp_path):
     figs = tmp_path / "figures" / "smoke"
     _nb(
         nb_dir / "01_figure.ipynb",
-        "from matplotlib.figure import Figure\nfrom pspnet_core import plots\n"
+        "from matplotlib.figure import Figure\nfrom pspnet_core.results import plots\n"
         "fig = Figure()\nfig.subplots().plot([0, 1])\n"
         f"plots.save_figure(fig, {str(figs)!r}, 'fig01_test')\n"
         "print('preset', preset, 'overrides', overrides)",
@@ -60,29 +60,29 @@ def notebooks(tmp_path):
 
 def test_plan_variants_and_only(notebooks):
     nb_dir, _ = notebooks
-    names = [j.name for j in study.plan(nb_dir)]
+    names = [j.name for j in plan.plan(nb_dir)]
     assert names == ["01_figure", "02_fail", "03_learning_curves-sgd", "03_learning_curves-adam"]
-    jobs = study.plan(nb_dir, ["03"])
+    jobs = plan.plan(nb_dir, ["03"])
     assert [j.parameters for j in jobs] == [{"optimizer": "sgd"}, {"optimizer": "adam"}]
-    assert [j.name for j in study.plan(nb_dir, "01, 02")] == ["01_figure", "02_fail"]
-    assert [j.name for j in study.plan(nb_dir, ["01", "02_f"])] == ["01_figure", "02_fail"]
-    with pytest.raises(study.StudyError, match="matches no notebook.*01_figure"):
-        study.plan(nb_dir, "9")
-    with pytest.raises(study.StudyError, match="no notebooks"):
-        study.plan(nb_dir / "missing")
+    assert [j.name for j in plan.plan(nb_dir, "01, 02")] == ["01_figure", "02_fail"]
+    assert [j.name for j in plan.plan(nb_dir, ["01", "02_f"])] == ["01_figure", "02_fail"]
+    with pytest.raises(plan.StudyError, match="matches no notebook.*01_figure"):
+        plan.plan(nb_dir, "9")
+    with pytest.raises(plan.StudyError, match="no notebooks"):
+        plan.plan(nb_dir / "missing")
 
 
 def test_choose_kernel_falls_back():
     logs = []
-    assert study.choose_kernel("no-such-kernel-xyz", logs.append) == "python3"
+    assert execute.choose_kernel("no-such-kernel-xyz", logs.append) == "python3"
     assert "not installed" in logs[0]
-    assert study.choose_kernel("python3", logs.append) == "python3"
+    assert execute.choose_kernel("python3", logs.append) == "python3"
 
 
 def test_bad_preset_is_a_study_error(notebooks, tmp_path):
     nb_dir, _ = notebooks
-    with pytest.raises(study.StudyError, match="no preset"):
-        study.run_study("no_such_preset", notebooks_dir=nb_dir, outputs_dir=tmp_path / "o")
+    with pytest.raises(plan.StudyError, match="no preset"):
+        execute.run_study("no_such_preset", notebooks_dir=nb_dir, outputs_dir=tmp_path / "o")
 
 
 @pytest.mark.slow
@@ -99,7 +99,7 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
         log=logs.append,
         train_first=False,  # these stand-in notebooks read no run (training: test_explore.py)
     )
-    res = study.run_study("smoke", only=["01", "03"], overrides={"train.epochs": 2}, **common)
+    res = execute.run_study("smoke", only=["01", "03"], overrides={"train.epochs": 2}, **common)
     assert res.ok and res.error is None
     assert [r.job.name for r in res.results] == [
         "01_figure",
@@ -128,7 +128,7 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
 
     # the full study stops at 02_fail, names it and its cell, and still writes the index
     logs.clear()
-    res = study.run_study("smoke", **common)
+    res = execute.run_study("smoke", **common)
     assert not res.ok
     assert [r.status for r in res.results] == ["ok", "failed"]
     err = res.error
@@ -160,8 +160,8 @@ def test_main_exit_codes(monkeypatch, capsys):
         seen.update(kw, preset=preset)
         return Fake()
 
-    monkeypatch.setattr(study, "run_study", fake_run)
-    code = study.main(
+    monkeypatch.setattr(cli, "run_study", fake_run)
+    code = cli.main(
         [
             "--params",
             "paper",
@@ -182,13 +182,13 @@ def test_main_exit_codes(monkeypatch, capsys):
     # --set and its alias --override fill the same overrides, values read as YAML
     assert seen["overrides"] == {"train.epochs": 2, "sgd.lr": 0.5} and seen["kernel"] == "k"
     Fake.ok = True
-    assert study.main([]) == 0 and seen["preset"] == "smoke"
+    assert cli.main([]) == 0 and seen["preset"] == "smoke"
 
     def bad(preset, **kw):
-        raise study.StudyError("no preset 'x'")
+        raise plan.StudyError("no preset 'x'")
 
-    monkeypatch.setattr(study, "run_study", bad)
-    assert study.main(["--params", "x"]) == 2
+    monkeypatch.setattr(cli, "run_study", bad)
+    assert cli.main(["--params", "x"]) == 2
 
 
 def test_sanitize_cfg():
@@ -225,7 +225,7 @@ def epoch_line(k: int, seconds: float, seed: int = 0) -> str:
 
 def test_epoch_echo_forwards_epoch_lines_with_eta():
     logs: list[str] = []
-    echo = study.EpochEcho(logs.append)
+    echo = execute.EpochEcho(logs.append)
     echo.write("epoch 1 train:  50%|#####     | 1/2 [00:01<00:01]\r")  # a bar redraw: dropped
     echo.write(epoch_line(1, 10.0) + "\n" + epoch_line(2, 20.0)[:20])
     echo.write(epoch_line(2, 20.0)[20:] + "\nsome other print\n")
@@ -241,15 +241,15 @@ def test_epoch_echo_forwards_epoch_lines_with_eta():
         "    " + epoch_line(4, 9.0),  # the last epoch: no ETA
     ]
     err: list[str] = []
-    echo = study.EpochEcho(err.append, "stderr")
+    echo = execute.EpochEcho(err.append, "stderr")
     echo.write("42%|####  | 5/12\r43%|####  | 6/12\rUserWarning: careful\nplain noise\n")
     assert err == ["    [stderr] UserWarning: careful"]
 
 
 def test_summary_table():
-    job = study.Job(Path("01_a.ipynb"), "01_a")
-    res = [study.JobResult(job, "ok", 3.25, figures=["fig01_x", "fig02_y"])]
-    text = study.summary_table(res, [study.Job(Path("02_b.ipynb"), "02_b")])
+    job = plan.Job(Path("01_a.ipynb"), "01_a")
+    res = [execute.JobResult(job, "ok", 3.25, figures=["fig01_x", "fig02_y"])]
+    text = execute.summary_table(res, [plan.Job(Path("02_b.ipynb"), "02_b")])
     lines = text.splitlines()
     assert lines[0].split() == ["notebook", "status", "time", "figures", "written"]
     assert lines[2].split() == ["01_a", "ok", "3.2", "s", "2", "(fig01_x,", "fig02_y)"]
@@ -283,7 +283,7 @@ def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path
     monkeypatch.setattr(papermill, "execute_notebook", fake_execute)
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
-        study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=out, figures_dir=figs,
+        execute.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=out, figures_dir=figs,
                         kernel="python3", log=logs.append, train_first=False)
     assert "<td>02_fail</td><td></td><td>running</td>" in seen_index[1]
     assert "<td>03_learning_curves-adam</td><td></td><td>pending</td>" in seen_index[1]
@@ -313,7 +313,7 @@ def test_epoch_lines_reach_the_terminal_without_tcp_warning(tmp_path, capfd):
         "print('not an epoch line')",
     )
     logs: list[str] = []
-    res = study.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=tmp_path / "out",
+    res = execute.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=tmp_path / "out",
                           figures_dir=tmp_path / "figs", kernel="python3", progress_bar=False,
                           export_html=False, log=logs.append, train_first=False)
     assert res.ok, res.error
@@ -336,7 +336,7 @@ def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
         new_code_cell("preset = 'smoke'", metadata={"tags": ["parameters"]}),
         new_code_cell("preset = 'smoke'", metadata={"tags": ["injected-parameters"]}),
         new_code_cell("train()", outputs=[
-            new_output("display_data", data={study.WIDGET_MIME: {"model_id": "x"},
+            new_output("display_data", data={storing.WIDGET_MIME: {"model_id": "x"},
                                              "text/plain": "bar"}),
             new_output("stream", name="stdout", text="sgd_mix epoch 1/2\n"),
         ]),
@@ -345,7 +345,7 @@ def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
     nb.metadata["papermill"] = {"input_path": "/abs/notebooks/03.ipynb",
                                 "output_path": "/abs/outputs/smoke/03.ipynb",
                                 "parameters": {"preset": "smoke"}}
-    clean = study.clean_executed(nbformat.from_dict(nb))
+    clean = storing.clean_executed(nbformat.from_dict(nb))
     assert [c.metadata.get("tags") for c in clean.cells] == [["parameters"], None]
     assert [o["output_type"] for o in clean.cells[1].outputs] == ["stream"]
     assert "widgets" not in clean.metadata
@@ -353,18 +353,18 @@ def test_clean_executed_drops_injected_cell_widgets_and_absolute_paths():
 
 
 def test_notebook_parameters_go_only_where_declared():
-    from pspnet_core.study import run as study
+    from pspnet_core.study import plan
 
-    jobs = study.plan(only="03,04,05")
-    assert {"run_name", "seed"} <= set(study.declared_parameters(jobs[-1].notebook))
-    per_job = study.notebook_parameters(jobs, {"run_name": "sgd_none", "optimizer": "adam"})
+    jobs = plan.plan(only="03,04,05")
+    assert {"run_name", "seed"} <= set(plan.declared_parameters(jobs[-1].notebook))
+    per_job = plan.notebook_parameters(jobs, {"run_name": "sgd_none", "optimizer": "adam"})
     assert per_job["04_error_galleries"] == {"run_name": "sgd_none"}
     # 03 declares optimizer, but its variants set their own (they win in run_study)
     assert per_job["03_learning_curves-sgd"] == {"optimizer": "adam"}
-    with pytest.raises(study.StudyError, match="--param lr: no notebook .* declares it.*run_name"):
-        study.notebook_parameters(jobs, {"lr": 1})
-    with pytest.raises(study.StudyError, match="--param preset"):
-        study.notebook_parameters(jobs, {"preset": "paper"})
+    with pytest.raises(plan.StudyError, match="--param lr: no notebook .* declares it.*run_name"):
+        plan.notebook_parameters(jobs, {"lr": 1})
+    with pytest.raises(plan.StudyError, match="--param preset"):
+        plan.notebook_parameters(jobs, {"preset": "paper"})
 
 
 @pytest.mark.slow
@@ -422,7 +422,8 @@ def test_the_reference_is_written_only_on_purpose(tmp_path, monkeypatch):
     lines: list[str] = []
 
     def rerun(**kw):
-        study._reproduction(preset, None, out, fig, study._reference(fig), lines.append, **kw)
+        reproduce.reproduction(preset, None, out, fig, reproduce.reference_files(fig),
+                               lines.append, **kw)
 
     rerun(write_reference=True)  # the first whole study: no reference yet
     first = (fig / "results.csv").read_text()

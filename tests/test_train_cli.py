@@ -63,8 +63,9 @@ def test_missing_dataset_is_one_clear_error_and_leaves_no_run_folder(tmp_path, c
     voc_root = tmp_path / "no-voc-here"
     code = train.main(["--params", str(params), "--run", "sgd_mix",
                        "--set", "data.voc_source=voc2012", "--set", f"data.voc_root={voc_root}"])
-    assert code == 1
+    assert code == 2  # bad input, as the boundary's table says (no remapping per run)
     err = capsys.readouterr().err
+    assert err.startswith("error: sgd_mix (seed 0): VOC2012 not found")
     assert "VOC2012 not found" in err and str(voc_root / "VOCdevkit" / "VOC2012") in err
     assert "download: true" in err and "Traceback" not in err
     runs_dir = tmp_path / "runs"

@@ -44,7 +44,6 @@ checkpoint leaves no folder behind. Checkpoints are read with ``torchfile.load_t
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import io
 import json
@@ -75,6 +74,7 @@ from pspnet_core.config import (
     resolve_run,
     run_hash,
 )
+from pspnet_core.store import lock
 from pspnet_core.store.provenance import package_version
 from pspnet_core.system import paths
 from pspnet_core.system.atomic import atomic_path, atomic_write_text
@@ -806,36 +806,10 @@ def mark_done(r: Run, history: list[dict[str, Any]] | None = None) -> None:
     _atomic_text(r.done_path, json.dumps(record) + "\n")
 
 
-def _lock_holder(path: Path) -> str:
-    try:
-        if not path.is_file():
-            return "unknown"
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        with os.fdopen(fd, "rb") as fh:
-            text = fh.read(64).decode("ascii", "replace").strip()
-        return text if text.isdigit() else "unknown"
-    except OSError:
-        return "unknown"
-
-
 def lock_holder(r: Run) -> str | None:
     """The pid recorded in ``.lock`` if a process holds the run's lock now, else None (a
     shared, non-blocking probe of the run folder; creates nothing, follows no link)."""
-    try:
-        fd = os.open(r.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:  # absent, a file, or a symbolic link (never ours)
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EAGAIN, errno.EACCES):
-                return _lock_holder(r.dir / LOCK_FILE)
-            raise
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    return lock.holder(r.dir, LOCK_FILE) if lock.is_locked(r.dir) else None
 
 
 def _cleanup_failed_start(r: Run) -> None:
@@ -872,17 +846,11 @@ def run_lock(r: Run) -> Iterator[None]:
         check_run_dir(r.dir, root)
         r.dir.mkdir(parents=True, exist_ok=True)
         check_run_dir(r.dir, root)
-        fd = os.open(r.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            os.close(fd)
-            if err.errno in (errno.EAGAIN, errno.EACCES):
-                raise RunBusyError(
-                    f"run {r.name!r} in {r.dir} is being trained by another process "
-                    f"(pid {_lock_holder(r.dir / LOCK_FILE)}); wait for it or stop it"
-                ) from None
-            raise
+        fd = lock.try_lock(r.dir)
+        if fd is None:
+            raise RunBusyError(
+                f"run {r.name!r} in {r.dir} is being trained by another process "
+                f"(pid {lock.holder(r.dir, LOCK_FILE)}); wait for it or stop it")
         try:  # the folder we locked must still be the one at the path (not removed meanwhile)
             same = os.stat(r.dir, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
         except FileNotFoundError:
@@ -896,11 +864,10 @@ def run_lock(r: Run) -> Iterator[None]:
     ok = False
     try:
         lock_file = r.dir / LOCK_FILE
-        if os.path.lexists(lock_file) and not os.path.isfile(lock_file):
+        if os.path.lexists(lock_file) and not os.path.islink(lock_file) \
+                and not os.path.isfile(lock_file):
             raise RunFileError(f"{lock_file} is not a regular file; remove it")
-        if os.path.islink(lock_file):
-            lock_file.unlink()
-        _atomic_text(lock_file, f"{os.getpid()}\n")
+        lock.record_holder(r.dir, LOCK_FILE)
         yield
         ok = True
     finally:

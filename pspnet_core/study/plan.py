@@ -102,7 +102,7 @@ def notebook_parameters(jobs: Sequence[Job], values: dict[str, Any] | None) -> d
 
 
 
-def _preset(
+def preset_of(
     preset: str | os.PathLike, overrides: dict[str, Any] | None = None
 ) -> tuple[str, str, Path]:
     """(name, value for the notebooks' ``preset`` parameter, figures dir) of a preset with the

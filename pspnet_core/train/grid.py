@@ -15,7 +15,7 @@ from pspnet_core.config import StudyConfig, resolve_run
 from pspnet_core.store import runs as store
 from pspnet_core.system import errors
 from pspnet_core.system.precision import resolve_precision
-from pspnet_core.train.engine import fit
+from pspnet_core.train import engine
 from pspnet_core.train.progress import GridClock, GridJob
 
 
@@ -31,7 +31,7 @@ def get_run(
     r = store.open_run(resolve_run(cfg, run, seed))
     if r.done or not train:
         return r
-    fit(r.run_cfg, **fit_kwargs)
+    engine.fit(r.run_cfg, **fit_kwargs)
     return r
 
 
@@ -71,7 +71,7 @@ def get_grid(
         try:
             r = store.open_run(resolve_run(cfg, name, seed))
             if train and not r.done:
-                fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
+                engine.fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
                     n, s, row["seconds"]), **fit_kwargs)
                 if r.done:
                     clock.job_done(name, seed)
