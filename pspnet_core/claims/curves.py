@@ -121,6 +121,20 @@ class Curve:
         return log_ratio(self.ho_end, self.train_end)
 
 
+CLEAN_TRAIN_LOSS = "train_clean_loss"  # eval mode, no augmentation (issue 26)
+RUNNING_TRAIN_LOSS = "train_loss"  # running mean over augmented batches in train mode
+
+
+def train_loss_column(hist: pd.DataFrame) -> str:
+    """The training loss claims 1-3 read: ``train_clean_loss`` (an eval-mode pass without
+    augmentation, measured like the held-out loss) where the history logs it, else
+    ``train_loss`` (older histories: the running mean over augmented batches in train
+    mode)."""
+    if CLEAN_TRAIN_LOSS in hist and hist[CLEAN_TRAIN_LOSS].astype(float).notna().any():
+        return CLEAN_TRAIN_LOSS
+    return RUNNING_TRAIN_LOSS
+
+
 def curve(hist: pd.DataFrame) -> Curve | None:
     h = hist.sort_values("epoch")
     n = len(h)
@@ -128,7 +142,7 @@ def curve(hist: pd.DataFrame) -> Curve | None:
         return None
     k = window(n)
     mid = slice(max(0, n - 2 * k), n - k)
-    tr = h["train_loss"].astype(float).to_numpy()
+    tr = h[train_loss_column(h)].astype(float).to_numpy()
     ho = h["heldout_loss"].astype(float).to_numpy()
     i = int(np.nanargmin(ho))
     metrics = {c: float(h[c].astype(float).iloc[-k:].mean())
