@@ -92,7 +92,8 @@ def train_loss_column(hist: pd.DataFrame) -> str:
     augmentation, measured like the held-out loss) where the history logs it, else
     ``train_loss`` (older histories: the running mean over augmented batches in train
     mode)."""
-    if CLEAN_TRAIN_LOSS in hist and hist[CLEAN_TRAIN_LOSS].astype(float).notna().any():
+    if CLEAN_TRAIN_LOSS in hist and np.isfinite(
+            hist[CLEAN_TRAIN_LOSS].to_numpy(dtype=float)).any():
         return CLEAN_TRAIN_LOSS
     return RUNNING_TRAIN_LOSS
 
@@ -138,26 +139,33 @@ def curve(hist: pd.DataFrame) -> Curve | None:
         return None
     k = window(n)
     mid = slice(max(0, n - 2 * k), n - k)
-    tr = h[train_loss_column(h)].astype(float).to_numpy()
-    ho = h["heldout_loss"].astype(float).to_numpy()
+    column = train_loss_column(h)
+    tr = h[column].to_numpy(dtype=float)
+    ho = h["heldout_loss"].to_numpy(dtype=float)
     i = int(np.nanargmin(ho))
-    metrics = {c: float(h[c].astype(float).iloc[-k:].mean())
+    metrics = {c: _mean(h[c].to_numpy(dtype=float)[-k:])
                for c in h.columns if c.startswith("heldout_") and c != "heldout_loss"}
     return Curve(
         epochs=n,
-        train_end=float(np.nanmean(tr[-k:])),
-        ho_end=float(np.nanmean(ho[-k:])),
-        train_mid=float(np.nanmean(tr[mid])),
-        ho_mid=float(np.nanmean(ho[mid])),
-        train_early=float(np.nanmean(tr[:k])),
-        ho_early=float(np.nanmean(ho[:k])),
+        train_end=_mean(tr[-k:]),
+        ho_end=_mean(ho[-k:]),
+        train_mid=_mean(tr[mid]),
+        ho_mid=_mean(ho[mid]),
+        train_early=_mean(tr[:k]),
+        ho_early=_mean(ho[:k]),
         ho_min=float(ho[i]),
         ho_min_epoch=int(h["epoch"].iloc[i]),
         sigma=noise_sigma(ho),
         train_sigma=noise_sigma(tr),
         metric_end=metrics,
-        train_column=train_loss_column(h),
+        train_column=column,
     )
+
+
+def _mean(v: np.ndarray) -> float:
+    """Mean of the finite values; NaN (silently) when there is none."""
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def curves(per_seed: Mapping[int, pd.DataFrame]) -> dict[int, Curve]:
