@@ -104,9 +104,10 @@ PLANTED = {
          "flat at 0.75 (the gap halved)",
     "2": "sgd_affine's training and held-out losses 20 % below sgd_none's",
     "3": "sgd_mix's held-out minimum 10 % below the better of sgd_none / sgd_affine; it creeps "
-         "up 10 % over the last third (\"slightly\")",
+         "up linearly from a third of training, 10 % by the last epoch (\"slightly\"; a late "
+         "rise of about 5 %)",
     "5": "adam_affine and adam_mix end equal; adam_mix flat after converging; sgd_mix creeps "
-         "up 10 % over the last third",
+         "up as sgd_mix in claim 3",
     "6": "the PSPNet run's held-out mIoU 1.5 x the U-Net's, held-out loss 1 / 1.5 x",
     "4": "Spearman rho(loss, complexity) 0.6; the highest-loss held-out images' mIoU 0.1 "
          "below the training ones'",
@@ -236,8 +237,32 @@ class Scenario:
     setting: str = "smoke"
 
 
-def _hist(runs: Runs, epochs: int = EPOCHS, noise: Noise = SMOKE) -> Build:
-    return lambda rng, seeds: histories(rng, seeds, epochs, noise, runs)
+@dataclass(frozen=True)
+class HistBuild:
+    """Simulated histories of ``runs`` (:func:`histories`)."""
+
+    runs: Runs
+    epochs: int = EPOCHS
+    noise: Noise = SMOKE
+
+    def __call__(self, rng: np.random.Generator, seeds: int) -> Any:
+        return histories(rng, seeds, self.epochs, self.noise, self.runs)
+
+
+def _hist(runs: Runs, epochs: int = EPOCHS, noise: Noise = SMOKE) -> HistBuild:
+    return HistBuild(runs, epochs, noise)
+
+
+def with_quiet_power(scs: Sequence[Scenario]) -> list[Scenario]:
+    """After each planted history scenario, the same at 30 epochs and 4.5 % noise (the power
+    where the noise is as low as the issue's near-null cases, e.g. a longer paper-like run)."""
+    out = []
+    for sc in scs:
+        out.append(sc)
+        if sc.case == "planted" and isinstance(sc.build, HistBuild):
+            out.append(replace(sc, build=replace(sc.build, epochs=30, noise=QUIET),
+                               setting="30 ep, 4.5 %"))
+    return out
 
 
 TRAIN = decay(2.0, 0.3, 0.08)  # learned within the first third
@@ -245,6 +270,7 @@ OVERFIT = (TRAIN, flat(1.5))
 STILL_FALLING = decay(2.0, 0.8, 0.6)  # ~4 % lower from epoch 25 to 30
 MIX_TRAIN = decay(2.0, 0.6, 0.2)
 HO = decay(2.0, 1.0, 0.15)  # held-out falls, then levels off
+HO_FAST = decay(2.0, 1.0, 0.08)  # levelled off within the first third (claim 3(a): minima)
 
 
 def scenarios() -> list[Scenario]:
@@ -254,7 +280,7 @@ def scenarios() -> list[Scenario]:
     q30 = {"epochs": 30, "noise": QUIET}
     stay = CV.STAY_SHARE
     rise_tol = CV.RISE_TOL
-    return [
+    return with_quiet_power([
         # claim 1
         Scenario(1, "(a)", "null", f"held-out falls {stay:g} x as much as training (log)",
                  _hist({"sgd_none": (TRAIN, power_of(TRAIN, 1.5 / 0.3 ** stay, stay))})),
@@ -285,8 +311,8 @@ def scenarios() -> list[Scenario]:
         Scenario(3, "(a)", "null", "sgd_none, sgd_affine, sgd_mix the same",
                  _hist({r: (MIX_TRAIN, HO) for r in ("sgd_mix", "sgd_none", "sgd_affine")})),
         Scenario(3, "(a)", "planted", PLANTED["3"],
-                 _hist({"sgd_mix": (MIX_TRAIN, creep(times(HO, 0.9), 0.1)),
-                        "sgd_none": (MIX_TRAIN, HO), "sgd_affine": (MIX_TRAIN, HO)})),
+                 _hist({"sgd_mix": (MIX_TRAIN, creep(times(HO_FAST, 0.9), 0.1)),
+                        "sgd_none": (MIX_TRAIN, HO_FAST), "sgd_affine": (MIX_TRAIN, HO_FAST)})),
         Scenario(3, "(b)", "null", "sgd_mix levelled off, no rise",
                  _hist({"sgd_mix": (MIX_TRAIN, flat(1.0))})),
         Scenario(3, "(b)", "near-null", "flat noise, 4.5 %, 30 epochs",
@@ -348,7 +374,7 @@ def scenarios() -> list[Scenario]:
                  setting="inputs"),
         Scenario(7, "(a)", "planted", PLANTED["7"],
                  lambda rng, seeds: leaf_histograms(rng, seeds, 0.70), setting="inputs"),
-    ]
+    ])
 
 
 # ---------------------------------------------------------------- judging
@@ -431,6 +457,8 @@ def calibrate(studies: int = 200, power_studies: int = 100, seed: int = 0,
                     break
             row = replace(row, seeds_80=reach)
         rows.append(row)
+        print(f"{sc.claim}{sc.part} {sc.case} {sc.setting}: holds {row.holds:.1%}, does not "
+              f"hold {row.does_not_hold:.1%} {row.seeds_80}", file=sys.stderr, flush=True)
     return rows
 
 
