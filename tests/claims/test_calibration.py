@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "calibrate_claims.py"
-STUDIES = 80
+STUDIES = 200
 N_BOOT = 100  # image resamples of claims 4 and 7 (the criteria use 1000)
 
 
