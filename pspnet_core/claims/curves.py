@@ -1,7 +1,8 @@
 """Claims 1, 2, 3, 5 and 6: criteria on the per-epoch histories (docs/method.md#claims).
 
-Every criterion is one effect per seed, > 0 as the paper claims (thresholds and noise margins
-subtracted); :mod:`pspnet_core.claims.statistics` turns the effects into verdicts.
+Every criterion is one effect per seed, > 0 as the paper claims (stated thresholds and
+tolerances subtracted, no noise margin); :mod:`pspnet_core.claims.statistics` turns the
+effects into verdicts.
 """
 
 from __future__ import annotations
