@@ -8,6 +8,10 @@
   criteria;
 - :mod:`~pspnet_core.claims.report`: Markdown and DataFrames.
 
+Claims 1-3 read the training loss through :func:`train_loss_column` (``train_clean_loss``
+where the history logs it, else ``train_loss``). Every tested part's error rates under the
+null and its power are simulated by ``tools/calibrate_claims.py`` (docs/method.md#calibration).
+
 API::
 
     evaluate_claims(histories, galleries=None, leaf=None, top_k=16, claim6_run="sgd_mix")
@@ -27,6 +31,7 @@ from pspnet_core.claims.curves import (
     claim5,
     claim6,
     stall_effect,
+    train_loss_column,
 )
 from pspnet_core.claims.images import claim4, claim7, confidence_auroc, confidence_histograms
 from pspnet_core.claims.report import (
@@ -57,8 +62,7 @@ __all__ = [
     "claim3", "claim4", "claim5", "claim6", "claim7", "claims_frame", "claims_markdown",
     "combine", "confidence_auroc", "confidence_histograms", "evaluate_claims",
     "holm_does_not_hold", "make_part", "noise_sigma", "parts_frame", "report_header",
-    "stall_effect",
-    "t_interval", "window", "write_claims",
+    "stall_effect", "t_interval", "train_loss_column", "window", "write_claims",
 ]
 
 

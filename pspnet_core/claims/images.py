@@ -24,6 +24,7 @@ from pspnet_core.claims.statistics import (
     BOOT_SEED,
     N_BOOT,
     Claim,
+    Part,
     auroc_from_histograms,
     make_part,
     resampled_interval,
@@ -212,6 +213,20 @@ def confidence_auroc(hist: np.ndarray, idx: np.ndarray | None = None) -> np.ndar
     return auroc_from_histograms(h[..., 0, :], h[..., 1, :])
 
 
+def auroc_part(label: str, criterion: str, hists: Mapping[int, np.ndarray],
+               n_boot: int = N_BOOT) -> Part:
+    """Claim 7(a) from per-seed confidence histograms ``{seed: (N, 2, bins)}``
+    (:func:`confidence_histograms`): per seed, the pooled AUROC - 0.5 - ``AUROC_MARGIN``;
+    interval: the seeds' t-interval and resamples of each seed's leaves (seeded). The
+    calibration (``tools/calibrate_claims.py``) feeds it simulated histograms."""
+    auc = {s: float(confidence_auroc(h)) for s, h in hists.items()}
+    rng = np.random.default_rng(42)
+    draws = {s: confidence_auroc(h, rng.integers(0, len(h), (n_boot, len(h))))
+             - 0.5 - AUROC_MARGIN for s, h in hists.items() if n_boot >= 10}
+    return make_part(label, criterion, {s: a - 0.5 - AUROC_MARGIN for s, a in auc.items()},
+                     resampled_interval(draws) if draws else None)
+
+
 def _leaf_by_seed(leaf: Any, seed: int | None) -> dict[int, Mapping[str, Any]]:
     if leaf is None:
         return {}
@@ -272,12 +287,7 @@ def claim7(
         hists = {s: confidence_histograms(v["probabilities"], v["masks"], _regions(v))
                  for s, v in items.items()}
         auc = {s: float(confidence_auroc(h)) for s, h in hists.items()}
-        rng = np.random.default_rng(42)
-        draws = {s: confidence_auroc(h, rng.integers(0, len(h), (n_boot, len(h))))
-                 - 0.5 - AUROC_MARGIN for s, h in hists.items() if n_boot >= 10}
-        parts = [make_part(labels[0], crit[labels[0]],
-                           {s: a - 0.5 - AUROC_MARGIN for s, a in auc.items()},
-                           resampled_interval(draws) if draws else None)]
+        parts = [auroc_part(labels[0], crit[labels[0]], hists, n_boot)]
         share = [float(h.sum() / np.asarray(items[s]["masks"]).size)
                  for s, h in hists.items()]
         err = [float(h[:, 1].sum() / max(h.sum(), 1)) for h in hists.values()]

@@ -1,8 +1,9 @@
 """The verdict rule of the claims (docs/method.md#claims): intervals, bootstrap, Holm.
 
 A claim is split into *parts*. A part measures one **effect** per training seed, signed so that
-a positive value is what the paper claims (a stated threshold or noise margin already
-subtracted). Its evidence is one or two intervals of the seed-mean effect:
+a positive value is what the paper claims (a stated threshold or tolerance already
+subtracted; never a noise margin, which would make noise count against the claim: the intervals
+are the noise control). Its evidence is one or two intervals of the seed-mean effect:
 
 - **seed interval**: the 95 % t-interval of the per-seed effects (n >= 2 seeds);
 - **image resampling** (parts with per-image evidence): the 95 % percentile interval of the
