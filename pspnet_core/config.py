@@ -231,8 +231,9 @@ class AugmentConfig:
     scale_max: float = field(default=2.0, metadata=_rng(0.05, 10.0))
     rotate: float = field(default=10.0, metadata=_rng(0.0, 180.0))
     blur_limit: int = field(default=5, metadata=_rng(3, 31))
-    # the `paper` pipeline's GaussianBlur(): "1.x" = Albumentations 1.x defaults (odd kernel
-    # 3-7, sigma from the kernel as OpenCV), "2.x" = 2.x defaults (sigma 0.5-3, kernel from sigma)
+    # the `paper` pipeline's GaussianBlur(): "1.x" = Albumentations 1.x defaults (kernel 3/5/7
+    # with probabilities 0.2/0.4/0.4, OpenCV's fixed sigma-0 taps), "2.x" = 2.x defaults
+    # (sigma 0.5-3, kernel from sigma)
     blur: Literal["1.x", "2.x"] = "2.x"
     # the deterministic `none` path (held-out images, runs without augmentation): "letterbox" =
     # longest side -> input size + ignored padding; "center_crop" = the listing's central square
