@@ -143,7 +143,9 @@ def _losses_file(run: Run, split: Split, n: int, seed: int):
     return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}-miou.csv"
 
 
-LOSSES_HEADER = "# pspnet_core per-image losses"
+# "crop complexity": complexity is taken on the evaluated crop (loss_complexity); caches whose
+# header lacks it hold the raw mask's and are recomputed
+LOSSES_HEADER = "# pspnet_core per-image losses, crop complexity"
 
 
 def _losses_text(run: Run, frame: pd.DataFrame) -> str:
@@ -193,15 +195,29 @@ def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
             return cached
     frame = per_image_losses(run, split, n=n, seed=seed, with_metrics=True)
     ds = data.build_eval_dataset(run.run_cfg, split)
-    # complexity of the raw mask: the evaluation transform's padding is not part of the scene
-    frame["complexity"] = [
-        scene_complexity(ds.load_raw(int(i))[1])["complexity"] for i in frame["index"]
-    ]
+    frame["complexity"] = [loss_complexity(ds, int(i)) for i in frame["index"]]
     frame["split"] = split
     frame = frame.sort_values("loss", kind="stable").reset_index(drop=True)
     if done and not (os.path.lexists(path) and not path.is_file()):  # never over a FIFO/folder
         atomic_write_text(path, _losses_text(run, frame))
     return frame
+
+
+def loss_complexity(ds: Any, index: int) -> float:
+    """Claim 4(a)'s scene complexity (:func:`metrics.scene_complexity`) on exactly the pixels the
+    per-image loss is computed on (paper section 4.3): the evaluation target ``ds[index][1]``
+    (the central square crop or the letterbox at the input size), not the raw mask, whose parts
+    outside the crop never reach the loss. Padding the transform adds is not part of the scene
+    (found by sending an all-ones mask through the same deterministic transform); 255 pixels
+    inside the crop (VOC's void bands, ignored by the loss) take their nearest label as in
+    :func:`metrics.scene_complexity`."""
+    image, mask = ds.load_raw(index)
+    target = ds[index][1]
+    region = None
+    if ds.transform is not None:
+        extent = ds.transform(image=image, mask=np.ones_like(mask))["mask"]
+        region = np.asarray(extent) == 1
+    return scene_complexity(target, region=region)["complexity"]
 
 
 def gallery_tiles(

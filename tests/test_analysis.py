@@ -98,3 +98,74 @@ def test_leaf_outputs_are_cached_per_run_hash_and_recomputed_when_damaged(tmp_pa
     healed = analysis.leaf_outputs(run)
     np.testing.assert_array_equal(healed["probabilities"], first["probabilities"])
     assert cache.stat().st_size > 100
+
+
+def _one_pair(tmp_path, mask: np.ndarray):
+    """A PairedDataset of one image/mask pair written as PNGs (gray image, mask as class ids)."""
+    from PIL import Image
+
+    from pspnet_core.data.loading import Pair, PairedDataset
+
+    Image.fromarray(np.full((*mask.shape, 3), 120, np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+
+    def with_transform(tf):
+        return PairedDataset([Pair("a", tmp_path / "a.png", tmp_path / "a_mask.png")], tf,
+                             num_classes=21)
+    return with_transform
+
+
+def test_scene_complexity_region_leaves_padding_out():
+    from pspnet_core.metrics import scene_complexity
+
+    scene = np.ones((20, 20), np.uint8)
+    scene[:, 10:] = 2  # one vertical boundary: 20 of 400 pixels
+    padded = np.full((30, 20), 255, np.uint8)
+    padded[5:25] = scene
+    region = np.zeros((30, 20), bool)
+    region[5:25] = True
+    assert scene_complexity(scene)["complexity"] == pytest.approx(20 / 400)
+    assert scene_complexity(padded, region=region)["complexity"] == pytest.approx(20 / 400)
+    # without the region the padding takes the nearest labels and dilutes the share
+    assert scene_complexity(padded)["complexity"] == pytest.approx(30 / 600)
+
+
+def test_claim4_complexity_is_taken_on_the_pixels_the_loss_sees(tmp_path):
+    """Claim 4(a): a busy strip that the central square crop cuts away counts in the raw mask,
+    not in the complexity of the evaluated crop; letterbox padding never counts."""
+    from pspnet_core.config import AugmentConfig
+    from pspnet_core.data.augment import build_transform
+    from pspnet_core.losses import segmentation_loss
+    from pspnet_core.metrics import scene_complexity
+
+    mask = np.zeros((60, 100), np.uint8)
+    mask[20:40, 40:60] = 1  # one simple object in the centre
+    mask[:, :18] = (np.indices((60, 18)).sum(0) % 2 + 2).astype(np.uint8)  # checkerboard strip
+    pair = _one_pair(tmp_path, mask)
+    crop = pair(build_transform("none", 60, AugmentConfig(eval_geometry="center_crop"), 255))
+    raw = scene_complexity(crop.load_raw(0)[1])["complexity"]
+    target = crop[0][1]
+    ours = analysis.loss_complexity(crop, 0)
+    # the crop is the central 60 x 60 square: no padding, so every pixel is a loss pixel
+    logits = torch.zeros(1, 21, 60, 60, requires_grad=True)
+    segmentation_loss(logits, target[None], reduction="per_image").sum().backward()
+    seen = (logits.grad[0].abs().sum(0) > 0).numpy()  # the pixels the loss is computed on
+    assert seen.all()
+    assert ours == pytest.approx(scene_complexity(target.numpy())["complexity"])
+    assert ours == pytest.approx(79 / 3600)  # the object's 4 x 20 edge pixels, one shared
+    assert raw > 8 * ours  # the raw mask counts the cut-away strip
+    # letterbox: 100 x 60 -> 60 x 36 plus 255 padding, which the loss ignores and so do we
+    box = pair(build_transform("none", 60, AugmentConfig(eval_geometry="letterbox"), 255))
+    target = box[0][1].numpy()
+    logits = torch.zeros(1, 21, 60, 60, requires_grad=True)
+    segmentation_loss(logits, torch.from_numpy(target)[None].long(),
+                      reduction="per_image").sum().backward()
+    seen = (logits.grad[0].abs().sum(0) > 0).numpy()
+    assert 0 < seen.sum() < seen.size and (target[~seen] == 255).all()
+    rows = np.flatnonzero(seen.any(1))
+    content = target[rows[0]:rows[-1] + 1]  # the letterboxed scene without its padding
+    assert (content != 255).all()
+    assert analysis.loss_complexity(box, 0) == pytest.approx(
+        scene_complexity(content)["complexity"])
+    assert analysis.loss_complexity(box, 0) != pytest.approx(
+        scene_complexity(target)["complexity"])
