@@ -63,7 +63,7 @@ def _leaf_outputs_by_hand():
     p[0, 3:9, 3:9] = 0.9  # predicted, not in the mask: 36 px outside
     m[1, 10:14, 10:16] = 1  # in the mask, not predicted: 24 px missed
     p[1, 4:6, 4:6] = 0.8  # a smaller outside component: 4 px
-    p[1, 0:2, 0:2] = 0.9  # outside the leaf: never reported
+    p[1, 0:2, 0:2] = 0.9  # off the leaf but in padding (exact black): never reported
     images = np.zeros((2, 20, 20, 3), np.uint8)
     return {"ids": ["a", "b"], "images": images, "masks": m, "probabilities": p,
             "regions": regions}
@@ -169,3 +169,45 @@ def test_claim4_complexity_is_taken_on_the_pixels_the_loss_sees(tmp_path):
         scene_complexity(content)["complexity"])
     assert analysis.loss_complexity(box, 0) != pytest.approx(
         scene_complexity(target)["complexity"])
+
+
+def hand_on_leaf_photo() -> dict:
+    """A held-out leaf photo with a hand beside the leaf: green leaf disk, skin-coloured palm
+    and four fingers on a bluish table; the network says p = 0.95 on the whole hand (the
+    paper's Fig. 13 red circle), 0.05 elsewhere. The leaf region comes from metrics.leaf_region
+    on the photo itself."""
+    from pspnet_core.metrics import leaf_region
+
+    h, w = 96, 128
+    yy, xx = np.mgrid[:h, :w]
+    image = np.full((h, w, 3), (110, 100, 140), np.uint8)  # bluish grey table
+    leaf = (yy - 48) ** 2 + (xx - 36) ** 2 < 30**2
+    image[leaf] = (40, 150, 40)
+    hand = (yy - 62) ** 2 / 14**2 + (xx - 100) ** 2 / 11**2 < 1  # palm
+    for x0 in (90, 96, 102, 108):  # fingers
+        hand |= (yy >= 26) & (yy < 62) & (xx >= x0) & (xx < x0 + 4)
+    image[hand] = (224, 172, 140)
+    mask = np.zeros((h, w), np.uint8)
+    mask[40:50, 30:40] = 1  # a labelled spot on the leaf
+    p = np.full((h, w), 0.05)
+    p[hand] = 0.95
+    p[40:50, 30:40] = 0.9
+    region = leaf_region(image, mask)
+    return {"ids": ["hand"], "images": image[None], "masks": mask[None],
+            "probabilities": p[None], "regions": region[None], "hand": hand}
+
+
+def test_leaf_review_shows_a_hand_marked_as_disease_off_the_leaf():
+    """Claim 7(c): a hand with p = 0.95 lies outside the leaf region, so the on-leaf kinds
+    cannot show it; the review lists it as the largest "off_leaf" component, whole."""
+    leaf = hand_on_leaf_photo()
+    hand = leaf.pop("hand")
+    assert not (hand & leaf["regions"][0]).any()  # the hand is off the leaf region
+    comps = analysis.leaf_review_components(leaf, k=6, pad=2)
+    assert [c["kind"] for c in comps] == ["off_leaf"]  # nothing outside the mask or missed
+    c = comps[0]
+    assert c["area"] == hand.sum() and c["id"] == "hand"
+    y0, y1, x0, x1 = c["box"]
+    assert hand[y0:y1, x0:x1].sum() == hand.sum()  # the crop holds the whole hand
+    assert c["probability"].max() == pytest.approx(0.95) and not c["region"].any()
+    assert analysis.leaf_review_components(leaf, k_off_leaf=0) == []
