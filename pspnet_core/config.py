@@ -217,6 +217,9 @@ class ModelConfig:
     output_stride: Literal[8, 32] = 8
     ppm_bins: tuple[int, ...] = (1, 2, 3, 6)  # pyramid bins (our choice: the PSPNet paper's)
     ppm_channels: int = field(default=512, metadata=_rng(1, 4096))  # channels per PPM branch
+    # BatchNorm on the 1x1 pyramid bin: true = conv-BN-ReLU as every bin of the paper's listing
+    # (the paper preset); false = conv with bias, no BN (trains at batch 1; smoke, as before)
+    ppm_bin1_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,9 @@ class AugmentConfig:
     scale_max: float = field(default=2.0, metadata=_rng(0.05, 10.0))
     rotate: float = field(default=10.0, metadata=_rng(0.0, 180.0))
     blur_limit: int = field(default=5, metadata=_rng(3, 31))
-    # the `paper` pipeline's GaussianBlur(): "1.x" = Albumentations 1.x defaults (odd kernel
-    # 3-7, sigma from the kernel as OpenCV), "2.x" = 2.x defaults (sigma 0.5-3, kernel from sigma)
+    # the `paper` pipeline's GaussianBlur(): "1.x" = Albumentations 1.x defaults (kernel 3/5/7
+    # with probabilities 0.2/0.4/0.4, OpenCV's fixed sigma-0 taps), "2.x" = 2.x defaults
+    # (sigma 0.5-3, kernel from sigma)
     blur: Literal["1.x", "2.x"] = "2.x"
     # the deterministic `none` path (held-out images, runs without augmentation): "letterbox" =
     # longest side -> input size + ignored padding; "center_crop" = the listing's central square
@@ -545,6 +549,12 @@ def _check_consistency(cfg: StudyConfig) -> None:
     if any(b < 1 for b in cfg.model.ppm_bins) or not cfg.model.ppm_bins:
         raise ParamsError(f"model.ppm_bins: {list(cfg.model.ppm_bins)} must be a non-empty "
                           "list of positive bin counts, e.g. [1, 2, 3, 6]")
+    if (cfg.model.ppm_bin1_bn and 1 in cfg.model.ppm_bins and cfg.train.batch_size < 2
+            and any(r.arch == "pspnet" for r in cfg.runs.values())):
+        raise ParamsError(
+            "model.ppm_bin1_bn: true puts BatchNorm on the 1x1 pyramid bin, which holds one value "
+            f"per channel and image: train.batch_size ({cfg.train.batch_size}) must be at least 2"
+            "; raise the batch size or set model.ppm_bin1_bn: false")
     run6 = cfg.claims.claim6_run
     if run6 not in cfg.runs or cfg.runs[run6].task != "voc" or cfg.runs[run6].arch != "pspnet":
         voc = [n for n, r in cfg.runs.items() if r.task == "voc" and r.arch == "pspnet"]
@@ -726,7 +736,8 @@ RECIPE_VERSION = 2
 # other task. They are left out of the hash so that changing them reuses trained runs.
 _NOT_TRAINING = {"data": ("num_workers", "download", "classes", "class_colors")}
 # keys added after runs were stored: hashed only when set, so existing run folders keep their hash
-_HASHED_WHEN_SET = {"data": {"heldout_images": "", "heldout_masks": ""}}
+_HASHED_WHEN_SET = {"data": {"heldout_images": "", "heldout_masks": ""},
+                    "model": {"ppm_bin1_bn": False}}
 _TASK_DATA_KEYS = {
     "voc": ("voc_source", "voc_root", "voc_image_set", "num_classes", "n_train", "n_heldout",
             "synthetic_voc_images", "folder_images", "folder_masks", "ignore_index",
@@ -739,7 +750,8 @@ def hashed_fields(run_cfg: RunConfig) -> dict[str, Any]:
     """What :func:`run_hash` covers: the run's config without ``NOT_HASHED``, the evaluation
     batch size, loader workers, the download flag, the class names and colours, the other task's
     data keys, the held-out folder pair when unset, and
-    ``augment.cutmix_prob`` for runs that do not mix; plus ``RECIPE_VERSION``."""
+    ``augment.cutmix_prob`` for runs that do not mix, ``model.ppm_bin1_bn`` when false; plus
+    ``RECIPE_VERSION``."""
     plain = {k: v for k, v in run_cfg.to_dict().items()
              if k not in RunConfig.NOT_HASHED and k != "eval_batch_size"}
     other = "leaf" if run_cfg.task == "voc" else "voc"
@@ -747,6 +759,9 @@ def hashed_fields(run_cfg: RunConfig) -> dict[str, Any]:
     unset = {k for k, default in _HASHED_WHEN_SET["data"].items()
              if plain["data"].get(k) == default}
     plain["data"] = {k: v for k, v in plain["data"].items() if k not in drop | unset}
+    unset_model = {k for k, default in _HASHED_WHEN_SET["model"].items()
+                   if plain["model"].get(k) == default}
+    plain["model"] = {k: v for k, v in plain["model"].items() if k not in unset_model}
     if run_cfg.regime != "mix":
         plain["augment"] = {k: v for k, v in plain["augment"].items() if k != "cutmix_prob"}
     plain["recipe_version"] = RECIPE_VERSION

@@ -151,7 +151,9 @@ class SegMetrics:
 # ---------------------------------------------------------------- measurements
 
 
-def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
+def scene_complexity(
+    label: Any, ignore_index: int = IGNORE_INDEX, region: Any | None = None
+) -> dict[str, float]:
     """How complex a VOC label map is: classes present, foreground share, boundary share.
 
     ``ignore_index`` pixels (VOC's 5-px object-border bands, "difficult" regions) are not part
@@ -160,9 +162,13 @@ def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, 
     ``boundary_fraction`` = share of pixels whose right / lower neighbour has another class in
     that filled map; ``complexity`` = boundary_fraction (small simple regions have few boundary
     pixels, cluttered scenes many). An all-ignored map has complexity 0.
+    ``region`` (bool, the map's shape; None = every pixel): the scene's extent, e.g. without the
+    padding a letterbox adds. Pixels outside it are neither filled from nor counted, and a class
+    change across its edge is no boundary (claim 4(a), paper section 4.3).
     """
     lab = label.detach().cpu().numpy() if hasattr(label, "detach") else np.asarray(label)
-    valid = lab != ignore_index
+    inside = np.ones(lab.shape, bool) if region is None else np.asarray(region, dtype=bool)
+    valid = (lab != ignore_index) & inside
     classes = np.unique(lab[valid])
     fg = float(((lab != 0) & valid).sum() / max(valid.sum(), 1))
     if valid.all() or not valid.any():
@@ -172,9 +178,9 @@ def scene_complexity(label: Any, ignore_index: int = IGNORE_INDEX) -> dict[str, 
         filled = lab[tuple(idx)]
     edge = np.zeros(lab.shape, dtype=bool)
     if valid.any():
-        edge[:, :-1] |= filled[:, 1:] != filled[:, :-1]
-        edge[:-1, :] |= filled[1:, :] != filled[:-1, :]
-    bf = float(edge.mean())
+        edge[:, :-1] |= (filled[:, 1:] != filled[:, :-1]) & inside[:, 1:] & inside[:, :-1]
+        edge[:-1, :] |= (filled[1:, :] != filled[:-1, :]) & inside[1:, :] & inside[:-1, :]
+    bf = float(edge[inside].mean()) if inside.any() else 0.0
     return {
         "n_classes": int(len(classes)),
         "foreground_fraction": fg,

@@ -9,10 +9,13 @@
 
 Choices the paper leaves open (docs/method.md#model, brackets), made as the public PSPNet code does:
 
-- The 1x1 pyramid bin has no BatchNorm: its conv has a bias instead. A 1x1 pooled map holds a
-  single value per channel when the batch size is 1, and ``BatchNorm2d`` refuses to train on that
-  ("Expected more than 1 value per channel"). segmentation_models_pytorch's ``PSPBlock`` drops BN
-  on the 1x1 bin for this reason; the other bins (2x2 and up) keep conv-BN-ReLU.
+- The 1x1 pyramid bin: ``ppm_bin1_bn=True`` (the ``paper`` preset) gives it conv-BN-ReLU like
+  every other bin, as the paper's ``Pyramid_pooling`` listing (section 3.4) has it; at the
+  listing's batch 8 the BN normalises over 8 values per channel. ``False`` (the default, and
+  ``smoke``) drops the BN and gives the conv a bias: a 1x1 pooled map holds a single value per
+  channel at batch size 1, and ``BatchNorm2d`` refuses to train on that ("Expected more than 1
+  value per channel"); segmentation_models_pytorch's ``PSPBlock`` drops it for that reason. The
+  other bins (2x2 and up) always keep conv-BN-ReLU.
 - ``freeze_backbone=True`` freezes ``layer1..layer4`` except the two convs the paper replaces
   (``layer1[0].conv1``, ``layer1[0].downsample[0]``); the stem, pyramid pooling and heads train.
   ``frozen_bn`` says what the frozen BatchNorm layers do under ``model.train()``
@@ -62,13 +65,16 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Se
 
 
 class PyramidPooling(nn.Module):
-    """Pyramid pooling module (docs/method.md#model): 2048 -> 2048 + 4 x 512 = 4096 channels."""
+    """Pyramid pooling module (docs/method.md#model): 2048 -> 2048 + 4 x 512 = 4096 channels.
+    ``bin1_bn``: the 1x1 bin is conv-BN-ReLU as in the paper's listing (section 3.4), else
+    conv(bias)-ReLU (module docstring)."""
 
-    def __init__(self, in_channels: int = 2048, bins: tuple[int, ...] = PPM_BINS, out: int = 512):
+    def __init__(self, in_channels: int = 2048, bins: tuple[int, ...] = PPM_BINS, out: int = 512,
+                 bin1_bn: bool = False):
         super().__init__()
         branches = []
         for b in bins:
-            if b == 1:  # no BN on the 1x1 bin: one value per channel at batch 1 (module docstring)
+            if b == 1 and not bin1_bn:  # one value per channel at batch 1 (module docstring)
                 conv = [nn.Conv2d(in_channels, out, 1, bias=True), nn.ReLU(inplace=True)]
             else:
                 conv = list(conv_bn_relu(in_channels, out, kernel=1))
@@ -107,6 +113,7 @@ class PSPNet(nn.Module):
         output_stride: int = 8,
         ppm_bins: tuple[int, ...] = PPM_BINS,
         ppm_channels: int = 512,
+        ppm_bin1_bn: bool = False,
     ):
         super().__init__()
         if num_classes < 1:
@@ -137,7 +144,7 @@ class PSPNet(nn.Module):
         resnet.layer1[0].downsample[0] = nn.Conv2d(128, 256, 1, bias=False)
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
-        self.ppm = PyramidPooling(2048, tuple(ppm_bins), ppm_channels)
+        self.ppm = PyramidPooling(2048, tuple(ppm_bins), ppm_channels, ppm_bin1_bn)
         self.head = seg_head(self.ppm.out_channels, 512, num_classes, dropout)
         self.aux_head = seg_head(1024, 256, num_classes, dropout)
         self._init_new_layers()
@@ -335,7 +342,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int, arch: str = "pspnet") 
         weights = str(resolve(weights))
     return PSPNet(num_classes, weights, model_cfg.freeze_backbone, model_cfg.dropout,
                   model_cfg.frozen_bn, model_cfg.output_stride, model_cfg.ppm_bins,
-                  model_cfg.ppm_channels)
+                  model_cfg.ppm_channels, model_cfg.ppm_bin1_bn)
 
 
 # ---------------------------------------------------------------- inspection

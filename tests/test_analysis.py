@@ -65,7 +65,7 @@ def _leaf_outputs_by_hand():
     p[0, 3:9, 3:9] = 0.9  # predicted, not in the mask: 36 px outside
     m[1, 10:14, 10:16] = 1  # in the mask, not predicted: 24 px missed
     p[1, 4:6, 4:6] = 0.8  # a smaller outside component: 4 px
-    p[1, 0:2, 0:2] = 0.9  # outside the leaf: never reported
+    p[1, 0:2, 0:2] = 0.9  # off the leaf but in padding (exact black): never reported
     images = np.zeros((2, 20, 20, 3), np.uint8)
     return {"ids": ["a", "b"], "images": images, "masks": m, "probabilities": p,
             "regions": regions}
@@ -100,3 +100,116 @@ def test_leaf_outputs_are_cached_per_run_hash_and_recomputed_when_damaged(tmp_pa
     healed = analysis.leaf_outputs(run)
     np.testing.assert_array_equal(healed["probabilities"], first["probabilities"])
     assert cache.stat().st_size > 100
+
+
+def _one_pair(tmp_path, mask: np.ndarray):
+    """A PairedDataset of one image/mask pair written as PNGs (gray image, mask as class ids)."""
+    from PIL import Image
+
+    from pspnet_core.data.loading import Pair, PairedDataset
+
+    Image.fromarray(np.full((*mask.shape, 3), 120, np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+
+    def with_transform(tf):
+        return PairedDataset([Pair("a", tmp_path / "a.png", tmp_path / "a_mask.png")], tf,
+                             num_classes=21)
+    return with_transform
+
+
+def test_scene_complexity_region_leaves_padding_out():
+    from pspnet_core.metrics import scene_complexity
+
+    scene = np.ones((20, 20), np.uint8)
+    scene[:, 10:] = 2  # one vertical boundary: 20 of 400 pixels
+    padded = np.full((30, 20), 255, np.uint8)
+    padded[5:25] = scene
+    region = np.zeros((30, 20), bool)
+    region[5:25] = True
+    assert scene_complexity(scene)["complexity"] == pytest.approx(20 / 400)
+    assert scene_complexity(padded, region=region)["complexity"] == pytest.approx(20 / 400)
+    # without the region the padding takes the nearest labels and dilutes the share
+    assert scene_complexity(padded)["complexity"] == pytest.approx(30 / 600)
+
+
+def test_claim4_complexity_is_taken_on_the_pixels_the_loss_sees(tmp_path):
+    """Claim 4(a): a busy strip that the central square crop cuts away counts in the raw mask,
+    not in the complexity of the evaluated crop; letterbox padding never counts."""
+    from pspnet_core.config import AugmentConfig
+    from pspnet_core.data.augment import build_transform
+    from pspnet_core.losses import segmentation_loss
+    from pspnet_core.metrics import scene_complexity
+
+    mask = np.zeros((60, 100), np.uint8)
+    mask[20:40, 40:60] = 1  # one simple object in the centre
+    mask[:, :18] = (np.indices((60, 18)).sum(0) % 2 + 2).astype(np.uint8)  # checkerboard strip
+    pair = _one_pair(tmp_path, mask)
+    crop = pair(build_transform("none", 60, AugmentConfig(eval_geometry="center_crop"), 255))
+    raw = scene_complexity(crop.load_raw(0)[1])["complexity"]
+    target = crop[0][1]
+    ours = analysis.loss_complexity(crop, 0)
+    # the crop is the central 60 x 60 square: no padding, so every pixel is a loss pixel
+    logits = torch.zeros(1, 21, 60, 60, requires_grad=True)
+    segmentation_loss(logits, target[None], reduction="per_image").sum().backward()
+    seen = (logits.grad[0].abs().sum(0) > 0).numpy()  # the pixels the loss is computed on
+    assert seen.all()
+    assert ours == pytest.approx(scene_complexity(target.numpy())["complexity"])
+    assert ours == pytest.approx(79 / 3600)  # the object's 4 x 20 edge pixels, one shared
+    assert raw > 8 * ours  # the raw mask counts the cut-away strip
+    # letterbox: 100 x 60 -> 60 x 36 plus 255 padding, which the loss ignores and so do we
+    box = pair(build_transform("none", 60, AugmentConfig(eval_geometry="letterbox"), 255))
+    target = box[0][1].numpy()
+    logits = torch.zeros(1, 21, 60, 60, requires_grad=True)
+    segmentation_loss(logits, torch.from_numpy(target)[None].long(),
+                      reduction="per_image").sum().backward()
+    seen = (logits.grad[0].abs().sum(0) > 0).numpy()
+    assert 0 < seen.sum() < seen.size and (target[~seen] == 255).all()
+    rows = np.flatnonzero(seen.any(1))
+    content = target[rows[0]:rows[-1] + 1]  # the letterboxed scene without its padding
+    assert (content != 255).all()
+    assert analysis.loss_complexity(box, 0) == pytest.approx(
+        scene_complexity(content)["complexity"])
+    assert analysis.loss_complexity(box, 0) != pytest.approx(
+        scene_complexity(target)["complexity"])
+
+
+def hand_on_leaf_photo() -> dict:
+    """A held-out leaf photo with a hand beside the leaf: green leaf disk, skin-coloured palm
+    and four fingers on a bluish table; the network says p = 0.95 on the whole hand (the
+    paper's Fig. 13 red circle), 0.05 elsewhere. The leaf region comes from metrics.leaf_region
+    on the photo itself."""
+    from pspnet_core.metrics import leaf_region
+
+    h, w = 96, 128
+    yy, xx = np.mgrid[:h, :w]
+    image = np.full((h, w, 3), (110, 100, 140), np.uint8)  # bluish grey table
+    leaf = (yy - 48) ** 2 + (xx - 36) ** 2 < 30**2
+    image[leaf] = (40, 150, 40)
+    hand = (yy - 62) ** 2 / 14**2 + (xx - 100) ** 2 / 11**2 < 1  # palm
+    for x0 in (90, 96, 102, 108):  # fingers
+        hand |= (yy >= 26) & (yy < 62) & (xx >= x0) & (xx < x0 + 4)
+    image[hand] = (224, 172, 140)
+    mask = np.zeros((h, w), np.uint8)
+    mask[40:50, 30:40] = 1  # a labelled spot on the leaf
+    p = np.full((h, w), 0.05)
+    p[hand] = 0.95
+    p[40:50, 30:40] = 0.9
+    region = leaf_region(image, mask)
+    return {"ids": ["hand"], "images": image[None], "masks": mask[None],
+            "probabilities": p[None], "regions": region[None], "hand": hand}
+
+
+def test_leaf_review_shows_a_hand_marked_as_disease_off_the_leaf():
+    """Claim 7(c): a hand with p = 0.95 lies outside the leaf region, so the on-leaf kinds
+    cannot show it; the review lists it as the largest "off_leaf" component, whole."""
+    leaf = hand_on_leaf_photo()
+    hand = leaf.pop("hand")
+    assert not (hand & leaf["regions"][0]).any()  # the hand is off the leaf region
+    comps = analysis.leaf_review_components(leaf, k=6, pad=2)
+    assert [c["kind"] for c in comps] == ["off_leaf"]  # nothing outside the mask or missed
+    c = comps[0]
+    assert c["area"] == hand.sum() and c["id"] == "hand"
+    y0, y1, x0, x1 = c["box"]
+    assert hand[y0:y1, x0:x1].sum() == hand.sum()  # the crop holds the whole hand
+    assert c["probability"].max() == pytest.approx(0.95) and not c["region"].any()
+    assert analysis.leaf_review_components(leaf, k_off_leaf=0) == []

@@ -238,3 +238,23 @@ def test_names_that_would_be_odd_paths_are_refused(tmp_path, name):
     path.write_text(yaml.safe_dump({"runs": {name: {"task": "voc"}}}))
     with pytest.raises(ParamsError, match="is not a valid name"):
         load_params(path)
+
+
+def test_ppm_bin1_bn_switch_is_validated_and_hashed_only_when_set():
+    """model.ppm_bin1_bn (docs/method.md#deviations): the paper preset has the listing's BN on
+    the 1x1 bin, smoke keeps the old conv-with-bias; false leaves stored run hashes as they were."""
+    assert load_params("paper").model.ppm_bin1_bn is True
+    assert load_params("smoke").model.ppm_bin1_bn is False
+    assert config.StudyConfig().model.ppm_bin1_bn is False
+    with pytest.raises(ParamsError, match=r"model\.ppm_bin1_bn: expected true or false"):
+        load_params("smoke", {"model.ppm_bin1_bn": "yes"})
+    with pytest.raises(ParamsError, match=r"model\.ppm_bin1_bn: true .*train\.batch_size \(1\)"):
+        load_params("smoke", {"model.ppm_bin1_bn": True, "train.batch_size": 1})
+    load_params("smoke", {"model.ppm_bin1_bn": True, "train.batch_size": 2})
+    load_params("smoke", {"model.ppm_bin1_bn": True, "train.batch_size": 1,
+                          "model.ppm_bins": [2, 3]})  # no 1x1 bin: nothing to refuse
+    rc = resolve_run(load_params("smoke"), "sgd_affine")
+    assert "ppm_bin1_bn" not in config.hashed_fields(rc)["model"]  # false: old hashes hold
+    on = resolve_run(load_params("smoke", {"model.ppm_bin1_bn": True}), "sgd_affine")
+    assert config.hashed_fields(on)["model"]["ppm_bin1_bn"] is True
+    assert run_hash(on) != run_hash(rc)

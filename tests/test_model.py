@@ -286,3 +286,32 @@ def test_output_stride_32_is_the_listings_plain_resnet():
 def test_ppm_bins_and_channels_are_switches():
     net = build_model(ModelConfig(ppm_bins=(1, 3), ppm_channels=64), num_classes=2)
     assert len(net.ppm.branches) == 2 and net.ppm.out_channels == 2048 + 2 * 64
+
+
+def test_ppm_bin1_bn_switch_gives_the_listings_conv_bn_relu():
+    """model.ppm_bin1_bn: the paper's Pyramid_pooling (section 3.4) is conv(no bias)-BN-ReLU in
+    every bin; without the switch the 1x1 bin is conv(bias)-ReLU and trains at batch 1."""
+    from pspnet_core.model import PyramidPooling
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 16, 6, 6)
+    listing = PyramidPooling(16, (1, 2), out=8, bin1_bn=True).train()
+    kinds = [type(m) for m in listing.branches[0]]
+    assert kinds == [nn.AdaptiveAvgPool2d, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert listing.branches[0][1].bias is None
+    y = listing(x)[:, 16:24]  # the 1x1 bin's 8 channels, upsampled
+    # batch statistics over the 4 images: each channel's pooled value has mean 0 before ReLU
+    pre = listing.branches[0][2](listing.branches[0][1](listing.branches[0][0](x)))
+    assert torch.allclose(pre.mean(dim=(0, 2, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.equal(y[:, :, 0, 0], pre.relu()[:, :, 0, 0])
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        listing(x[:1])  # why the default drops it: batch 1 cannot train this BN
+    plain = PyramidPooling(16, (1, 2), out=8).train()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.branches[0])
+    assert plain.branches[0][1].bias is not None
+    assert plain(x[:1]).shape == (1, 16 + 2 * 8, 6, 6)
+    # the config switch reaches the network
+    net = build_model(ModelConfig(ppm_bin1_bn=True, ppm_channels=8), num_classes=2)
+    assert isinstance(net.ppm.branches[0][2], nn.BatchNorm2d)
+    net = build_model(ModelConfig(ppm_channels=8), num_classes=2)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.ppm.branches[0])

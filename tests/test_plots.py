@@ -179,3 +179,21 @@ def test_gallery_legend_names_the_presets_classes_in_its_colours():
     assert faces[:3] == [tuple(palette[0]), tuple(palette[3]), tuple(palette[10])]
     assert faces[0] == (128, 128, 128) and faces[2] == (0, 128, 192)
     assert "background" not in texts and not any("aeroplane" in t for t in texts)
+
+
+def test_leaf_review_figure_draws_the_off_leaf_hand():
+    """The hand marked as disease off the leaf (tests/test_analysis.py) gets a column captioned
+    "off leaf" with its area, its crop and its analog output."""
+    from test_analysis import hand_on_leaf_photo
+
+    from pspnet_core import analysis
+
+    leaf = hand_on_leaf_photo()
+    hand = leaf.pop("hand")
+    comps = analysis.leaf_review_components(leaf)
+    fig = plots.leaf_review_figure(comps)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert f"off leaf\nhand\n{hand.sum()} px" in titles
+    shown = [im.get_array() for ax in fig.axes for im in ax.images]
+    assert any(np.asarray(a).max() == pytest.approx(0.95) for a in shown)
+    assert "off the leaf" in fig._suptitle.get_text()

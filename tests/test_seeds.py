@@ -89,6 +89,8 @@ def test_ranked_losses_have_per_image_miou(tmp_path):
     cm = metrics.confusion_matrix(logits[0].argmax(0), y, run.run_cfg.num_classes)
     assert row["miou"] == pytest.approx(metrics.mean_iou(cm))
     assert row["pixel_acc"] == pytest.approx(metrics.pixel_accuracy(cm))
+    # claim 4(a)'s complexity: of the evaluated target the loss sees, not of the raw mask
+    assert row["complexity"] == pytest.approx(analysis.loss_complexity(ds, int(row["index"])))
     # a finished run caches under a name the old loss-only cache never had
     runs.mark_done(run)
     old = run.dir / "per_image_losses-heldout-n2-seed0.csv"

@@ -17,13 +17,13 @@ for VOC, 0 = healthy for the leaf set, which has no ignore label) everywhere exc
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.augmentations.blur.functional import create_gaussian_kernel_1d
 from albumentations.pytorch import ToTensorV2
 
 from pspnet_core.config import AugmentConfig
@@ -118,19 +118,59 @@ def build_transform(
     return A.Compose(steps + tail, seed=seed)
 
 
+# Albumentations 1.x ``GaussianBlur()`` (defaults ``blur_limit=(3, 7)``, ``sigma_limit=0``),
+# albumentations-team/albumentations, albumentations/augmentations/blur/transforms.py (1.x),
+# ``GaussianBlur.get_params``:
+#     ksize = random.randrange(self.blur_limit[0], self.blur_limit[1] + 1)
+#     if ksize != 0 and ksize % 2 != 1:
+#         ksize = (ksize + 1) % (self.blur_limit[1] + 1)
+#     return {"ksize": ksize, "sigma": random.uniform(*self.sigma_limit)}
+# randrange(3, 8) draws 3..7 uniformly and bumps 4 -> 5, 6 -> 7: kernel 3, 5, 7 with
+# probabilities 1/5, 2/5, 2/5. ``apply`` calls ``cv2.GaussianBlur(img, (ksize, ksize), sigma)``
+# with sigma 0, and for sigma <= 0 and an odd kernel up to 7 OpenCV's ``getGaussianKernel`` takes
+# fixed binomial taps, not exp(-x^2 / 2 sigma^2) with sigma = 0.3 ((k - 1) / 2 - 1) + 0.8
+# (opencv/opencv, modules/imgproc/src/smooth.dispatch.cpp, ``getGaussianKernelBitExact``; the
+# older ``small_gaussian_tab`` in smooth.cpp holds the same numbers).
+BLUR_1X_LIMIT = (3, 7)
+OPENCV_SMALL_GAUSSIAN: dict[int, tuple[float, ...]] = {
+    3: (0.25, 0.5, 0.25),
+    5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
+    7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
+}
+
+
+def blur_1x_ksize(rng: random.Random, limit: tuple[int, int] = BLUR_1X_LIMIT) -> int:
+    """One kernel size drawn as Albumentations 1.x ``GaussianBlur.get_params`` draws it (the
+    comment above): uniform on ``limit[0]..limit[1]``, an even size bumped to the next odd one
+    (so 3/5/7 with probabilities 0.2/0.4/0.4 for the default (3, 7))."""
+    ksize = rng.randrange(limit[0], limit[1] + 1)
+    if ksize != 0 and ksize % 2 != 1:
+        ksize = (ksize + 1) % (limit[1] + 1)
+    return ksize
+
+
+def blur_1x_kernel(ksize: int) -> np.ndarray:
+    """The 1-D taps ``cv2.GaussianBlur(img, (ksize, ksize), 0)`` uses for ``ksize`` 3, 5 or 7:
+    OpenCV's fixed binomial table (the comment above), float64, summing to 1."""
+    if ksize not in OPENCV_SMALL_GAUSSIAN:
+        raise ValueError(f"1.x GaussianBlur kernels are 3, 5 or 7 taps, got {ksize!r}")
+    return np.array(OPENCV_SMALL_GAUSSIAN[ksize], dtype=np.float64)
+
+
 class GaussianBlur1x(A.GaussianBlur):
-    """Albumentations 1.x's ``GaussianBlur()`` defaults under 2.x: an odd kernel drawn from
-    3, 5, 7 and sigma computed from it as OpenCV does for sigma 0,
-    ``0.3 * ((k - 1) / 2 - 1) + 0.8`` (0.8, 1.1, 1.4). 2.x's defaults draw sigma from 0.5-3
-    and size the kernel from it (docs/method.md#deviations)."""
+    """Albumentations 1.x's ``GaussianBlur()`` defaults under 2.x (paper section 3.2's listing,
+    ``A.GaussianBlur(always_apply=True)``): the kernel size drawn as 1.x draws it
+    (:func:`blur_1x_ksize`: 3, 5, 7 with probabilities 0.2, 0.4, 0.4) and OpenCV's fixed taps
+    for sigma 0 (:func:`blur_1x_kernel`), applied as a separable convolution with OpenCV's
+    default reflect-101 border. 2.x's defaults draw sigma from 0.5-3 and size the kernel from it
+    (docs/method.md#deviations)."""
 
     def __init__(self, p: float = 1.0):
-        super().__init__(blur_limit=(3, 7), sigma_limit=(0.8, 0.8), p=p)
+        # sigma_limit only satisfies 2.x's validation: the kernel below does not use it
+        super().__init__(blur_limit=BLUR_1X_LIMIT, sigma_limit=(0.8, 0.8), p=p)
 
     def get_params_dependent_on_data(self, params, data):  # noqa: ARG002 - Albumentations API
-        ksize = self.py_random.choice((3, 5, 7))
-        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
-        return {"kernel": create_gaussian_kernel_1d(sigma, ksize)}
+        return {"kernel": blur_1x_kernel(blur_1x_ksize(self.py_random))}
 
 
 def center_square(image_size: int) -> A.BasicTransform:

@@ -712,12 +712,14 @@ def leaf_reliability_figure(
 
 def leaf_review_figure(
     components: Sequence[Mapping[str, Any]],
-    title: str = "Claim 7(b)/(c)  for review: largest components outside the mask and missed",
+    title: str = "Claim 7(b)/(c)  for review: largest components outside the mask, missed, "
+                 "and off the leaf",
 ) -> Figure:
     """One column per component of ``analysis.leaf_review_components``: the crop of the photo
-    (yellow: label outline, cyan: p = 0.5), and the analog output; captions give the kind,
-    the leaf and the area. A person judges whether an "outside" component is a spot the
-    labels missed or an error, and what a "missed" one is."""
+    (yellow: label outline, cyan: p = 0.5, lime: the leaf region's edge), and the analog
+    output; captions give the kind, the leaf and the area. A person judges whether an
+    "outside" component is a spot the labels missed or an error, what a "missed" one is, and
+    what an "off leaf" one is (a hand marked as disease, paper section 4.4, is an error)."""
     n = max(1, len(components))
     fig = StudyFigure(figsize=(1.7 * n + 0.6, 4.0), layout="constrained")
     axes = fig.subplots(2, n, squeeze=False)
@@ -736,8 +738,12 @@ def leaf_review_figure(
             axes[0, j].contour(m, levels=[0.5], colors=["yellow"], linewidths=0.8)
         if p.min() < 0.5 < p.max():
             axes[0, j].contour(p, levels=[0.5], colors=["cyan"], linewidths=0.8)
+        r = np.asarray(c.get("region", np.zeros((1, 1))), dtype=float)
+        if 0 < r.max() and r.min() < 1:
+            axes[0, j].contour(r, levels=[0.5], colors=["lime"], linewidths=0.8)
         axes[1, j].imshow(p, cmap="inferno", vmin=0.0, vmax=1.0)
-        axes[0, j].set_title(f"{c['kind']}\n{c['id']}\n{c['area']} px", fontsize=7)
+        kind = str(c["kind"]).replace("_", " ")
+        axes[0, j].set_title(f"{kind}\n{c['id']}\n{c['area']} px", fontsize=7)
     axes[0, 0].set_ylabel("photo", fontsize=9)
     axes[1, 0].set_ylabel("output p", fontsize=9)
     if not components:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -263,18 +264,53 @@ def test_eval_geometry_center_crop_is_the_listings_central_square():
     assert (box(image=img, mask=mask)["mask"] == 255).any()
 
 
-def test_blur_1x_draws_the_albumentations_1_kernels():
+def one_x_ksize(draw: int, hi: int = 7) -> int:
+    """Albumentations 1.x ``GaussianBlur.get_params`` on one ``randrange`` result ``draw``
+    (the source quoted in pspnet_core/data/augment.py), restated here."""
+    return (draw + 1) % (hi + 1) if draw != 0 and draw % 2 != 1 else draw
+
+
+def test_blur_1x_kernel_sizes_follow_the_1x_draw():
+    """3/5/7 with the probabilities 1.x's randrange(3, 8) + even bump gives them."""
     from pspnet_core.data.augment import GaussianBlur1x
 
+    counts = Counter(one_x_ksize(d) for d in range(3, 8))  # each randrange value: weight 1/5
+    expected = {k: c / 5 for k, c in counts.items()}
+    assert expected == {3: 0.2, 5: 0.4, 7: 0.4}
     blur = GaussianBlur1x()
     blur.set_random_seed(0)
-    sizes = {blur.get_params_dependent_on_data({}, {})["kernel"].size for _ in range(60)}
-    assert sizes == {3, 5, 7}
-    k3 = [blur.get_params_dependent_on_data({}, {})["kernel"] for _ in range(60)]
-    k3 = next(k for k in k3 if k.size == 3)
-    sigma = 0.8  # OpenCV's sigma for a 3-tap kernel: 0.3 * ((3 - 1) / 2 - 1) + 0.8
-    w = np.exp(-0.5 * (np.arange(-1, 2) / sigma) ** 2)
-    np.testing.assert_allclose(k3, w / w.sum())
+    n = 5000
+    drawn = Counter(blur.get_params_dependent_on_data({}, {})["kernel"].size for _ in range(n))
+    assert set(drawn) == {3, 5, 7}
+    chi2 = sum((drawn[k] - n * p) ** 2 / (n * p) for k, p in expected.items())
+    assert chi2 < 13.8, (drawn, chi2)  # chi-square, 2 dof: P(> 13.8) = 0.001
+    # a uniform 1/3 draw (the old behaviour) is rejected by the same test
+    uniform = {k: n / 3 for k in expected}
+    assert sum((uniform[k] - n * p) ** 2 / (n * p) for k, p in expected.items()) > 13.8
+
+
+def test_blur_1x_kernel_is_opencvs_sigma0_kernel():
+    """The taps are cv2.getGaussianKernel(k, 0) (OpenCV's fixed table), and the transform blurs
+    an image as cv2.GaussianBlur(img, (k, k), 0) does."""
+    cv2 = pytest.importorskip("cv2")
+    from pspnet_core.data.augment import GaussianBlur1x, blur_1x_kernel
+
+    for k in (3, 5, 7):
+        np.testing.assert_allclose(blur_1x_kernel(k), cv2.getGaussianKernel(k, 0).ravel(),
+                                   rtol=0, atol=1e-12)
+        sigma = 0.3 * ((k - 1) / 2 - 1) + 0.8  # the sigma formula is not what sigma 0 gives
+        w = np.exp(-0.5 * (np.arange(k) - (k - 1) / 2) ** 2 / sigma**2)
+        assert np.abs(blur_1x_kernel(k) - w / w.sum()).max() > 1e-3
+    with pytest.raises(ValueError, match="3, 5 or 7"):
+        blur_1x_kernel(9)
     img = np.random.default_rng(0).integers(0, 255, (40, 40, 3), np.uint8)
+    blur = GaussianBlur1x()
+    blur.set_random_seed(1)
+    for _ in range(6):
+        kernel = blur.get_params_dependent_on_data({}, {})["kernel"]
+        k = kernel.size
+        ours = blur.apply(img, kernel=kernel).astype(int)
+        theirs = cv2.GaussianBlur(img, (k, k), 0).astype(int)
+        assert np.abs(ours - theirs).max() <= 1, k  # 8-bit rounding of two code paths
     tf = build_transform("affine", 64, AugmentConfig(preset="paper", blur="1.x"), seed=0)
     assert tuple(tf(image=img, mask=np.zeros((40, 40), np.uint8))["image"].shape) == (3, 64, 64)
