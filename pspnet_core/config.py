@@ -729,7 +729,7 @@ def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfi
 
 # Bump when the meaning of training changes in code (augmentation, loss, schedule, seeding), so
 # runs trained by older code are not silently reused.
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 
 # Parameters that do not change what a run learns (loader workers give identical batches;
 # evaluation batch size and the download flag do not touch training), or that belong to the

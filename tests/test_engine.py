@@ -291,10 +291,29 @@ def test_checkpoints_are_written_when_due(tmp_path, monkeypatch, seconds, stop, 
 def test_leaf_history_columns(tmp_path):
     rc = tiny_cfg(tmp_path, "leaf_sgd_affine")
     hist = engine.fit(rc, build_model=lambda cfg, k: Tiny(k))
-    assert list(hist.columns) == ["epoch", "train_loss", "train_total_loss", "heldout_loss",
-                                  "heldout_dice", "heldout_iou", "heldout_pixel_acc", "lr",
-                                  "seconds"]
+    assert list(hist.columns) == ["epoch", "train_loss", "train_total_loss", "train_clean_loss",
+                                  "heldout_loss", "heldout_dice", "heldout_iou",
+                                  "heldout_pixel_acc", "lr", "seconds"]
     assert len(hist) == rc.epochs == 2 and runs.open_run(rc).done
+
+
+def test_clean_training_loss_is_the_held_out_measurement_on_fixed_training_images(tmp_path):
+    """train_clean_loss of the last epoch is exactly what evaluate gives for the finished
+    network on the first min(n_train, n_heldout) training images through the held-out
+    transform (eval mode, no augmentation); the running train_loss is another measurement."""
+    rc = tiny_cfg(tmp_path, "sgd_mix")
+    hist = engine.fit(rc, build_model=lambda cfg, k: Tiny(k))
+    train_ds, heldout_ds = data.build_datasets(rc)
+    clean = engine.clean_training_set(rc, len(train_ds), len(heldout_ds))
+    assert len(clean) == min(len(train_ds), len(heldout_ds))
+    first = clean[0][0]
+    assert torch.equal(first, data.build_eval_dataset(rc, "train")[0][0])  # no augmentation
+    model = Tiny(rc.num_classes)
+    model.load_state_dict(runs.open_run(rc).checkpoint()["model"])
+    loader = data.make_loader(clean, rc.eval_batch_size, train=False, seed=rc.seed)
+    again = engine.evaluate(model, loader, rc, torch.device("cpu"), quiet=True)
+    assert again["loss"] == pytest.approx(hist["train_clean_loss"].iloc[-1], rel=1e-6)
+    assert hist["train_clean_loss"].iloc[-1] != pytest.approx(hist["train_loss"].iloc[-1])
 
 
 # ---------------------------------------------------------------- using a trained run

@@ -186,7 +186,7 @@ def test_leaf_review_figure_draws_the_off_leaf_hand():
     "off leaf" with its area, its crop and its analog output."""
     from test_analysis import hand_on_leaf_photo
 
-    from pspnet_core import analysis
+    from pspnet_core.results import analysis
 
     leaf = hand_on_leaf_photo()
     hand = leaf.pop("hand")

@@ -130,12 +130,12 @@ HISTORY_KEYS = ("epoch", "train_loss", "heldout_loss", "lr")
 # every column engine.fit writes, by task: a history.csv with any other column was not written
 # by the engine
 HISTORY_COLUMNS = {
-    "voc": ("epoch", "train_loss", "train_total_loss", "heldout_loss", "heldout_miou",
-            "heldout_pixel_acc", "lr", "seconds"),
-    "leaf": ("epoch", "train_loss", "train_total_loss", "heldout_loss", "heldout_dice",
-             "heldout_iou", "heldout_pixel_acc", "lr", "seconds"),
+    "voc": ("epoch", "train_loss", "train_total_loss", "train_clean_loss", "heldout_loss",
+            "heldout_miou", "heldout_pixel_acc", "lr", "seconds"),
+    "leaf": ("epoch", "train_loss", "train_total_loss", "train_clean_loss", "heldout_loss",
+             "heldout_dice", "heldout_iou", "heldout_pixel_acc", "lr", "seconds"),
 }
-_LOSSES = ("train_loss", "train_total_loss", "heldout_loss")
+_LOSSES = ("train_loss", "train_total_loss", "train_clean_loss", "heldout_loss")
 _FRACTIONS = ("heldout_miou", "heldout_pixel_acc", "heldout_dice", "heldout_iou")
 LOSS_MAX = 1e6  # a cross-entropy / BCE far above any real epoch mean: a doctored file
 _MAX_TEXT = 16 * 2**20  # history.csv, params.yaml, env.json, DONE: never read more

@@ -19,15 +19,16 @@ losses, galleries) is ``analysis.py``'s. The pieces, torchvision-reference style
 - ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
   accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
 
-``history.csv`` columns, one row per epoch (1-based):
-``epoch, train_loss, train_total_loss, heldout_loss, heldout_miou, heldout_pixel_acc`` (VOC) or
-``heldout_dice, heldout_iou, heldout_pixel_acc`` (leaf), ``lr, seconds``.
-``train_loss`` is the main head's criterion (against the mixed target for mixed batches), the
-same criterion as ``heldout_loss``, so the two curves of Figs. 5 and 10 compare like with like;
-``train_total_loss`` is what is optimized, main + aux_weight * aux. The training losses are means
-over steps of per-batch pixel means; ``heldout_loss`` is the mean over images of per-image pixel
-means (what the galleries rank). With similar object sizes per image the two agree closely; they
-are not the same average when images have very different numbers of valid pixels.
+``history.csv`` columns, one row per epoch (1-based): ``epoch, train_loss, train_total_loss,
+train_clean_loss, heldout_loss, heldout_miou, heldout_pixel_acc`` (VOC) or ``heldout_dice,
+heldout_iou, heldout_pixel_acc`` (leaf), ``lr, seconds``.
+``train_loss`` is the main head's criterion as the paper plots it (Figs. 5 and 10): the running
+mean over the epoch's steps of per-batch pixel means, on augmented (and mixed) batches in train
+mode (dropout on, batch statistics); ``train_total_loss`` is what is optimized, main +
+aux_weight * aux. ``train_clean_loss`` is measured like ``heldout_loss``, after the epoch, in
+eval mode, without augmentation, on a fixed set of training images (:func:`clean_training_set`):
+the mean over images of per-image pixel means. The claims compare it with the held-out loss
+(docs/method.md, *Training loss*); the running loss is what the figures draw.
 
 Determinism: every epoch reseeds python/numpy/torch and builds its loaders from
 ``(seed, epoch)``; model, optimizer and scheduler state come from the checkpoint, so no global
@@ -340,8 +341,9 @@ def evaluate(
 # ---------------------------------------------------------------- fit
 
 
-def _history_row(epoch, train, heldout, task, lr, seconds) -> dict[str, Any]:
-    row: dict[str, Any] = {"epoch": epoch, **train, "heldout_loss": heldout["loss"]}
+def _history_row(epoch, train, clean, heldout, task, lr, seconds) -> dict[str, Any]:
+    row: dict[str, Any] = {"epoch": epoch, **train, "train_clean_loss": clean["loss"],
+                           "heldout_loss": heldout["loss"]}
     if task == "leaf":
         row.update(heldout_dice=heldout["dice"], heldout_iou=heldout["iou"])
     else:
@@ -409,6 +411,7 @@ class Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     per_iter: bool  # the schedule steps per iteration (else per epoch)
     train_ds: Dataset
+    clean_ds: Dataset  # a fixed set of training images, held-out transform: the clean loss
     heldout_ds: Dataset
     batch: int  # per process
 
@@ -429,6 +432,7 @@ def setup_training(
         )
     batch = run_cfg.batch_size // world
     train_ds, heldout_ds = data.build_datasets(run_cfg)  # generates synthetic data if missing
+    clean_ds = clean_training_set(run_cfg, len(train_ds), len(heldout_ds))
 
     seed_everything(run_cfg.seed)
     if build_model is None:  # the run's own network: PSPNet or the U-Net baseline
@@ -447,7 +451,17 @@ def setup_training(
             f"train.batch_size <= {len(train_ds) // world * world} or more training images"
         )
     scheduler, per_iter = build_scheduler(optimizer, run_cfg, iters)
-    return Training(run_cfg, model, optimizer, scheduler, per_iter, train_ds, heldout_ds, batch)
+    return Training(run_cfg, model, optimizer, scheduler, per_iter, train_ds, clean_ds,
+                    heldout_ds, batch)
+
+
+def clean_training_set(run_cfg: RunConfig, n_train: int, n_heldout: int) -> Dataset:
+    """The images the clean training loss is measured on: the first ``min(n_train,
+    n_heldout)`` training images (the split is seeded and shuffled, so a fixed random sample),
+    through the held-out transform, the same images every epoch. Measured in eval mode like the
+    held-out loss, it compares with it directly; the running ``train_loss`` (augmented, mixed,
+    dropout on, batch statistics) is what the paper plots (docs/method.md, *Training loss*)."""
+    return Subset(data.build_eval_dataset(run_cfg, "train"), range(min(n_train, n_heldout)))
 
 
 def resume_training(
@@ -531,13 +545,11 @@ def train_epochs(
     run_cfg = training.run_cfg
     model, ddp_model = _distributed(training.model, device, world)
     optimizer, scheduler = training.optimizer, training.scheduler
-    heldout_ds = training.heldout_ds
-    heldout_loader = make_loader(
-        Subset(heldout_ds, list(range(rank, len(heldout_ds), world))) if world > 1
-        else heldout_ds,
+    heldout_loader, clean_loader = (make_loader(
+        Subset(ds, list(range(rank, len(ds), world))) if world > 1 else ds,
         run_cfg.eval_batch_size, train=False, seed=run_cfg.seed,
         num_workers=run_cfg.data.num_workers,
-    )
+    ) for ds in (training.heldout_ds, training.clean_ds))
     metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else ("mIoU", "heldout_miou")
 
     last_save = time.monotonic()
@@ -562,7 +574,10 @@ def train_epochs(
             scheduler.step()
         heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet,
                            desc=f"{run_cfg.run} s{run_cfg.seed} held-out")
-        row = _history_row(epoch, train, heldout, run_cfg.task, lr, time.perf_counter() - t0)
+        clean = evaluate(ddp_model, clean_loader, run_cfg, device, quiet=quiet,
+                         desc=f"{run_cfg.run} s{run_cfg.seed} training, clean")
+        row = _history_row(epoch, train, clean, heldout, run_cfg.task, lr,
+                           time.perf_counter() - t0)
         history.append(row)
         stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
         if rank == 0 and _checkpoint_due(run_cfg, epoch, stopping, last_save):
