@@ -7,7 +7,8 @@ and can be summed across DDP ranks with a single ``all_reduce``.
 - VOC (K > 1): prediction = argmax over the K class maps; pixels labelled ``ignore_index`` (255,
   object borders) are skipped. mIoU is the mean IoU over the classes *present* (union > 0, i.e.
   the class occurs in the labels or in the predictions); absent classes do not count as 0 or 1.
-- Leaf (K = 1): prediction = sigmoid(logit) > 0.5 (i.e. logit > 0), label = target > 0.5; a 2x2
+- Leaf (K = 1): prediction = sigmoid(logit) >= 0.5 (:data:`LEAF_THRESHOLD`; the training
+  history, the figures, the claims and the explorer all use it), label = target > 0.5; a 2x2
   confusion matrix gives Dice = 2TP / (2TP + FP + FN) and IoU = TP / (TP + FP + FN) of the
   disease class (1.0 when both prediction and label are empty everywhere).
 
@@ -76,17 +77,21 @@ def pixel_accuracy(cm: Tensor) -> float:
     return float(cm.diag().sum().double() / total) if total > 0 else float("nan")
 
 
+LEAF_THRESHOLD = 0.5  # a leaf pixel is predicted diseased when p >= LEAF_THRESHOLD
+
+
 def binary_confusion(
-    logits: Tensor, target: Tensor, threshold: float = 0.5
+    logits: Tensor, target: Tensor, threshold: float = LEAF_THRESHOLD
 ) -> Tensor:
-    """2x2 counts for the one-class task: prediction = sigmoid(logits) > threshold.
+    """2x2 counts for the one-class task: prediction = sigmoid(logits) >= threshold (the one
+    leaf threshold rule, as everywhere else).
 
     ``logits`` ``(B, 1, H, W)`` or ``(B, H, W)``; ``target`` float ``(B, H, W)`` in [0, 1]
     (binarized at 0.5).
     """
     if logits.dim() == target.dim() + 1:
         logits = logits.squeeze(1)
-    pred = torch.sigmoid(logits.float()) > threshold
+    pred = torch.sigmoid(logits.float()) >= threshold
     label = target > 0.5
     return confusion_matrix(pred.long(), label.long(), num_classes=2, ignore_index=-1)
 
@@ -246,7 +251,7 @@ def reliability_table(
         raise ValueError("probabilities, masks and regions differ in size")
     p, m = p[r], m[r]
     b = np.minimum((p * bins).astype(int), bins - 1)
-    wrong = (p >= 0.5) != m
+    wrong = (p >= LEAF_THRESHOLD) != m
     rows = []
     for i in range(bins):
         sel = b == i

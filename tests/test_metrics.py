@@ -72,3 +72,19 @@ def test_binary_empty_prediction_and_label_is_perfect():
     m = metrics.SegMetrics(1)
     m.update(torch.full((1, 1, 2, 2), -5.0), torch.zeros(1, 2, 2))
     assert m.compute()["dice"] == 1.0 and m.compute()["iou"] == 1.0
+
+
+def test_leaf_threshold_is_one_rule_in_the_history_and_the_figures():
+    """A pixel at exactly p = 0.5 (logit 0) is disease for the training history's Dice
+    (binary_confusion) as for the figures, the claims and the explorer (p >= 0.5)."""
+    from pspnet_core.metrics import LEAF_THRESHOLD, binary_confusion, leaf_pixel_stats
+
+    logits = torch.tensor([[[0.0, -1.0], [1.0, -3.0]]])  # p = 0.5, 0.27, 0.73, 0.05
+    target = torch.tensor([[[1.0, 0.0], [1.0, 1.0]]])
+    cm = binary_confusion(logits, target)
+    assert cm.tolist() == [[1, 0], [1, 2]]  # rows: label 0/1; columns: prediction 0/1
+    p = torch.sigmoid(logits).numpy()
+    predicted = p >= LEAF_THRESHOLD
+    assert int(predicted.sum()) == int(cm[:, 1].sum()) == 2
+    stats = leaf_pixel_stats(p, target.numpy())
+    assert stats is not None
