@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from pspnet_core.atomic import atomic_path
@@ -436,6 +437,14 @@ def seed_spread(frames: Sequence[Any], column: str, band: str = "minmax"):
     return table.index.to_numpy(), mean, lo, hi, n
 
 
+def _clip_band(column: str, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A seed band kept within the column's range: a loss is never below 0, a ratio (mIoU,
+    Dice, IoU, accuracy) within [0, 1] (a t-interval of few seeds can reach past both)."""
+    top = np.inf if column.endswith("loss") else 1.0
+    return np.clip(np.asarray(lo, dtype=float), 0.0, top), np.clip(np.asarray(hi, dtype=float),
+                                                                   0.0, top)
+
+
 def learning_curves(
     histories: Mapping[str, Any],
     colors: Mapping[str, str] | None = None,
@@ -485,6 +494,7 @@ def learning_curves(
                     ax.plot(f["epoch"], f[column], color=c, linestyle=style, linewidth=0.6,
                             alpha=0.45, label="_nolegend_")
                 if band != "none":
+                    lo, hi = _clip_band(column, lo, hi)
                     ax.fill_between(ep, lo, hi, color=c, alpha=0.15, linewidth=0,
                                     label="_nolegend_")
             ax.plot(ep, mean, color=c, linestyle=style, marker=marker, markersize=3,
@@ -507,6 +517,8 @@ def learning_curves(
         "heldout_pixel_acc": "held-out pixel accuracy",
     }
     ax_metric.set_xlabel("epoch")
+    for ax in (ax_loss, ax_metric):  # epochs are whole numbers: no 1.25, 2.5 ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_metric.set_ylabel(nice.get(metric, metric))
     ax_metric.set_title(f"{nice.get(metric, metric)} per epoch", fontsize=10)
     ax_metric.grid(alpha=0.3)
