@@ -339,3 +339,18 @@ def test_colour_scales_messages_and_readable_compare(street_explorer, monkeypatc
     assert min(ax.title.get_fontsize() for ax in cmp.axes) >= 10
     assert explore.row_label({"id": "a", "loss": 1.0, "miou": np.nan}, "miou") == \
         "a  loss 1.000  miou n/a"
+
+
+def test_own_classes_without_colours_get_a_categorical_palette(tmp_path):
+    """Class 0 is black only when it is background by name; distinct colours otherwise."""
+    over = street_overrides(tmp_path)
+    over.pop("data.class_colors", None)
+    cfg = load_params("smoke", over)
+    pal = class_palette(cfg.data)
+    assert cfg.data.class_colors in ((), [], None) or not cfg.data.class_colors
+    assert tuple(pal[0]) != (0, 0, 0)  # sky is not VOC's black background
+    assert len({tuple(c) for c in pal[:11]}) == 11
+    assert tuple(pal[IGNORE_INDEX]) == tuple(voc_colormap()[IGNORE_INDEX])
+    named = load_params("smoke", {**over, "data.classes": ["background", *STREET[1:]]})
+    assert tuple(class_palette(named.data)[0]) == (0, 0, 0)
+    assert len({tuple(c) for c in class_palette(named.data)[:11]}) == 11
