@@ -230,6 +230,15 @@ def test_predictions_cache_table_and_widgets(reference_run, monkeypatch):
     k = run.run_cfg.num_classes
     assert pred["confusion"].shape == (2, k, k) and pred["labels"].dtype == np.uint8
     again = analysis.predictions(run, "heldout")  # from the cache
+    seen = []
+    mine = explore.compute_predictions(run, "heldout", progress=lambda *a: seen.append(a),
+                                       batch_size=1)  # the explorer's own first load
+    assert seen[-1][:2] == (2, 2) and "predicting held-out images of sgd_mix" in seen[-1][2]
+    for key, value in pred.items():
+        if key == "loss":
+            assert np.allclose(mine[key], value, rtol=1e-4)
+        else:
+            assert (np.asarray(mine[key]) == np.asarray(value)).all(), key
     assert again["ids"] == pred["ids"] and (again["predictions"] == pred["predictions"]).all()
     ranked = analysis.ranked_losses(run, "heldout", n=2, seed=0).sort_values("index")
     assert np.allclose(ranked["loss"], pred["loss"], rtol=1e-4)  # the same per-image loss
