@@ -632,6 +632,7 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
         seed_w.value = seed
     split_w = w.ToggleButtons(options=list(SPLITS), value=split if split in SPLITS else "heldout",
                               description="split")
+    split_w.add_class("pspnet-split")
     sort_w = w.Dropdown(description="sort by")
     desc_w = w.Checkbox(value=True, description="highest first")
     rows_w = w.Select(rows=12, description="image", layout=w.Layout(width="560px"))
