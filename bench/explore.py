@@ -5,9 +5,10 @@ For the first finished run of a preset (or ``--run``), times (a) the first load:
 images repeated to that count; default 100, as issue 28 asks) and where its time goes (loading
 the network: building it and reading the checkpoint; the forward passes at batch size 1, the
 preset's ``eval_batch_size`` (what ``analysis.predictions`` used before) and
-``explore.BATCH_SIZE``; the per-image scene complexity), then (b) each redraw the widgets do on a
-new selection, as PNG bytes: another image of the table, another sort order, the curves of other
-runs, the leaf threshold slider. Trains nothing and writes nothing (no prediction cache); prints
+``explore.BATCH_SIZE``; the per-image scene complexity) and the split's own images before
+(``analysis.predictions``' computation) and after (the explorer's), then (b) each redraw the
+widgets do on a new selection, as PNG bytes: another image of the table, another sort order, the
+curves of other runs, the leaf threshold slider. Trains nothing and writes nothing (no prediction cache); prints
 the CPU, the load average and a markdown table; never asserts on time.
 
     .venv/bin/python bench/explore.py [--params smoke] [--run sgd_mix] [--split heldout]
@@ -91,8 +92,23 @@ def first_load_rows(ex, run_name: str, seed: int, split: str, n: int) -> list[tu
                  forward_seconds(cl, images, explore.BATCH_SIZE, rc.precision, True)))
     rows.append(("  scene complexity of every label", timed(
         lambda: [scene_complexity(ds.load_raw(i)[1]) for i in range(n)])))
-    total = timed(lambda: explore.compute_predictions(run, split, dataset=ds))
-    rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics", total))
+
+    def after(dataset=None):  # what the explorer does: a fresh Explorer loads the network
+        fresh = explore.Explorer(ex.cfg)
+        return explore.compute_predictions(run, split, lambda: fresh.model(run_name, seed),
+                                           dataset=dataset)
+
+    own = len(data.build_eval_dataset(rc, split))
+    rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics (after)",
+                    timed(lambda: after(ds))))
+    # the split's own images, before (analysis.predictions' computation: batches of
+    # eval_batch_size, no_grad, contiguous) and after, alternated so both see the same load
+    before_s, after_s = [], []
+    for _ in range(2):
+        before_s.append(timed(lambda: analysis._prediction_arrays(run, split, "cpu")))
+        after_s.append(timed(after))
+    rows.insert(1, (f"first load of the split's own {own} images, before", min(before_s)))
+    rows.insert(2, (f"first load of the split's own {own} images, after", min(after_s)))
     return rows
 
 
