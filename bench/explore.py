@@ -8,8 +8,9 @@ preset's ``eval_batch_size`` (what ``analysis.predictions`` used before) and
 ``explore.BATCH_SIZE``; the per-image scene complexity) and the split's own images before
 (``analysis.predictions``' computation) and after (the explorer's), then (b) each redraw the
 widgets do on a new selection, as PNG bytes: another image of the table, another sort order, the
-curves of other runs, the leaf threshold slider. Trains nothing and writes nothing (no prediction cache); prints
-the CPU, the load average and a markdown table; never asserts on time.
+curves of other runs, the leaf threshold slider. Trains nothing and writes nothing (no
+prediction cache); prints the CPU, the load average and a markdown table; never asserts on
+time.
 
     .venv/bin/python bench/explore.py [--params smoke] [--run sgd_mix] [--split heldout]
 """
