@@ -6,15 +6,19 @@ Two layers:
   :func:`run_grid`, :meth:`Explorer.histories`, :func:`image_table`, :func:`sort_table`,
   :func:`error_map`, :func:`threshold_metrics`, :func:`classes_present`, and the figures
   :meth:`Explorer.curves_figure`, :meth:`Explorer.image_figure`,
-  :meth:`Explorer.compare_figure`. Predictions come from :func:`pspnet_core.analysis.predictions`:
-  computed once per (run, seed, split) and cached in the run folder; the explorer keeps what it
-  read in memory, so a new selection only redraws.
+  :meth:`Explorer.compare_figure`. Predictions are :func:`pspnet_core.analysis.predictions`'
+  arrays, read from the run folder's cache or computed once per (run, seed, split) by
+  :func:`compute_predictions` (batches of 16, channels_last, ``inference_mode``, the network
+  kept per (run, seed); a ``progress(done, total, what)`` callback says how far) and cached
+  there; the explorer keeps what it read in memory, so a new selection only redraws.
 - **Widgets** (ipywidgets): :func:`study` builds three tabs. *Curves*: runs x seeds, loss and
   mIoU / Dice per epoch with the bands of Figs. 5/10. *Images*: every image of a (run, seed,
   split) in a table sortable by loss, mIoU, complexity or one class's IoU; a chosen row shows
   input | label | prediction | error map with the class names and colours; a VOC-like run also
   the probability of a chosen class, the leaf run its heatmap with a threshold slider and the
-  Dice / IoU at that threshold. *Compare*: two (run, seed) pairs on the same image.
+  Dice / IoU at that threshold. *Compare*: two (run, seed) pairs of one task on the same image.
+  A first load shows a progress bar ("predicting held-out images of sgd_mix seed 0: 48/100")
+  with the tab's controls disabled and the old image hidden (:class:`Loading`).
 
 The explorer trains nothing: it shows the runs the store holds (``engine.get_run(...,
 train=False)``); the notebooks (or ``pspnet-train``) train them.
