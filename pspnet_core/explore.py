@@ -551,6 +551,7 @@ def _show(image_widget: Any, status: Any, fig_fn) -> None:
     except Exception as err:  # shown to the reader; the widget stays usable
         image_widget.value = b""
         status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+    image_widget.layout.visibility = "visible"  # hidden while a first load ran (Loading)
 
 
 class Loading:
@@ -586,11 +587,10 @@ class Loading:
         self.box.layout.display = ""
         try:
             yield self.progress
-        finally:
+        finally:  # the image is shown again by the next draw (_show), never the old one
+            self.box.layout.display = "none"
             for c, d in zip(self.controls, was, strict=True):
                 c.disabled = d
-            self.box.layout.display = "none"
-            self.image.layout.visibility = "visible"
 
 
 def _curves_tab(w: Any, ex: Explorer, ready: list[str]) -> Any:

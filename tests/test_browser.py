@@ -462,7 +462,7 @@ def _drive_explorer(driver) -> None:
     seen = _js(driver, "return window.__pspnetSeen;")
     predicting = [s for s in seen if "predicting training images of" in s["text"]]
     assert predicting, f"no progress shown during the first load of the train split: {seen}"
-    assert all(s["disabled"] and s["hidden"] for s in predicting), predicting
+    assert all(s["disabled"] and s["hidden"] for s in predicting), predicting  # while shown
     assert re.search(r"\d+/\d+", predicting[-1]["text"]), predicting
     assert "Error" not in after_split["status"], after_split["status"]
     print(f"07_explore: run {state['run']} -> {chosen}, image {after_run['image']!r} -> "
