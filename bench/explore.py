@@ -1,11 +1,16 @@
-"""Explorer benchmark: seconds to a redrawn figure after a new selection (notebook 07).
+"""Explorer benchmark: the first load of a (run, seed, split) and each redraw (notebook 07).
 
-For the first finished run of a preset (or ``--run``), times (a) the first load of a (run, seed,
-split): ``analysis.predictions`` (read from the run folder's cache, or computed once) and the image
-table, and then (b) each redraw the widgets do on a new selection, as PNG bytes: another image
-of the table, another sort order, the curves of other runs, the leaf threshold slider. The goal
-in issue 19 is under half a second per redraw on smoke after the first load. Trains nothing;
-prints a markdown table; never asserts on time.
+For the first finished run of a preset (or ``--run``), times (a) the first load: the explorer's
+:func:`explore.compute_predictions` of ``--images`` smoke-size images (the split's evaluation
+images repeated to that count; default 100, as issue 28 asks) and where its time goes (loading
+the network: building it and reading the checkpoint; the forward passes at batch size 1, the
+preset's ``eval_batch_size`` (what ``analysis.predictions`` used before) and
+``explore.BATCH_SIZE``; the per-image scene complexity) and the split's own images before
+(``analysis.predictions``' computation) and after (the explorer's), then (b) each redraw the
+widgets do on a new selection, as PNG bytes: another image of the table, another sort order, the
+curves of other runs, the leaf threshold slider. Trains nothing and writes nothing (no
+prediction cache); prints the CPU, the load average and a markdown table; never asserts on
+time.
 
     .venv/bin/python bench/explore.py [--params smoke] [--run sgd_mix] [--split heldout]
 """
@@ -13,12 +18,18 @@ prints a markdown table; never asserts on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import statistics
 import time
 
+import torch
 from machine import describe
 
-from pspnet_core.results import explore
+from pspnet_core import data
+from pspnet_core.metrics import scene_complexity
+from pspnet_core.model import build_model
+from pspnet_core.results import analysis, explore
 
 
 def timed(fn, repeats: int = 1) -> float:
@@ -31,11 +42,84 @@ def timed(fn, repeats: int = 1) -> float:
     return statistics.median(times)
 
 
+class Repeated:
+    """The first ``n`` items of a dataset repeated cyclically (ids made unique)."""
+
+    def __init__(self, ds, n: int) -> None:
+        self.ds, self.n = ds, n
+        base = list(getattr(ds, "ids", range(len(ds))))
+        self.ids = [f"{base[i % len(ds)]}-{i // len(ds)}" for i in range(n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return self.ds[i % len(self.ds)]
+
+    def load_raw(self, i: int):
+        return self.ds.load_raw(i % len(self.ds))
+
+
+def forward_seconds(model, images: torch.Tensor, batch: int, precision: str,
+                    channels_last: bool = False) -> float:
+    """Seconds of the main head's forward passes over ``images`` in batches of ``batch``."""
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(images), batch):
+            analysis.predict(model, images[s:s + batch], precision, channels_last)
+    return time.perf_counter() - t0
+
+
+def first_load_rows(ex, run_name: str, seed: int, split: str, n: int) -> list[tuple[str, float]]:
+    """Where a first load of ``n`` images spends its time, and the whole of it."""
+    run = ex.run(run_name, seed)
+    rc = run.run_cfg
+    ds = Repeated(data.build_eval_dataset(rc, split), n)
+    model_cfg = dataclasses.replace(rc.model, weights=None, freeze_backbone=False)
+    rows = [("  build the network (random init)", timed(
+                lambda: build_model(model_cfg, rc.num_classes, arch=rc.arch))),
+            ("  read the checkpoint", timed(lambda: run.checkpoint(map_location="cpu")))]
+    model = analysis.load_model(run, "cpu")
+    images = torch.stack([ds[i][0] for i in range(n)])
+    rows.append((f"  read and normalise {n} images", timed(lambda: [ds[i] for i in range(n)])))
+    forward_seconds(model, images[:explore.BATCH_SIZE], explore.BATCH_SIZE, rc.precision)  # warm
+    few = images[: explore.BATCH_SIZE]  # batch 1 is slow: timed on 16 images, scaled to n
+    rows.append((f"  forward passes, batch 1 (16 timed, x {n / len(few):.2f})",
+                 forward_seconds(model, few, 1, rc.precision) * n / len(few)))
+    for b in sorted({rc.eval_batch_size, explore.BATCH_SIZE} - {1}):
+        rows.append((f"  forward passes, batch {b}" + (" (before: eval_batch_size)" if b ==
+                     rc.eval_batch_size else ""), forward_seconds(model, images, b, rc.precision)))
+    cl = analysis.load_model(run, "cpu").to(memory_format=torch.channels_last)
+    rows.append((f"  forward passes, batch {explore.BATCH_SIZE}, channels_last (after)",
+                 forward_seconds(cl, images, explore.BATCH_SIZE, rc.precision, True)))
+    rows.append(("  scene complexity of every label", timed(
+        lambda: [scene_complexity(ds.load_raw(i)[1]) for i in range(n)])))
+
+    def after(dataset=None):  # what the explorer does: a fresh Explorer loads the network
+        fresh = explore.Explorer(ex.cfg)
+        return explore.compute_predictions(run, split, lambda: fresh.model(run_name, seed),
+                                           dataset=dataset)
+
+    own = len(data.build_eval_dataset(rc, split))
+    rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics (after)",
+                    timed(lambda: after(ds))))
+    # the split's own images, before (analysis.predictions' computation: batches of
+    # eval_batch_size, no_grad, contiguous) and after, alternated so both see the same load
+    before_s, after_s = [], []
+    for _ in range(2):
+        before_s.append(timed(lambda: analysis._prediction_arrays(run, split, "cpu")))
+        after_s.append(timed(after))
+    rows.insert(1, (f"first load of the split's own {own} images, before", min(before_s)))
+    rows.insert(2, (f"first load of the split's own {own} images, after", min(after_s)))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="smoke")
     ap.add_argument("--run", default=None, help="a finished run (default: the first one)")
     ap.add_argument("--split", default="heldout", choices=("heldout", "train"))
+    ap.add_argument("--images", type=int, default=100, help="images of the first load")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
@@ -47,7 +131,10 @@ def main() -> None:
         return
     run = args.run if args.run in ready else ready[0]
     seed = ex.trained(run)[0]
-    rows = [("first load: predictions + table", timed(lambda: ex.table(run, seed, args.split)))]
+    rows = first_load_rows(ex, run, seed, args.split, args.images)
+    # what the explorer itself does (its cache in memory only: nothing written to the run)
+    ex._pred[(run, seed, args.split)] = explore.compute_predictions(
+        ex.run(run, seed), args.split, lambda: ex.model(run, seed))
     table = ex.table(run, seed, args.split)
     indices = table["index"].tolist()[: max(2, args.repeats)]
     leaf = ex.task(run) == "leaf"
@@ -66,7 +153,6 @@ def main() -> None:
         rows.append(("redraw: leaf threshold slider",
                      timed(lambda: draw(indices[0], next(thr)), args.repeats)))
     else:
-        ex.probability(run, seed, args.split, indices[-1])  # loads the network once
         rows.append(("first class probability of an image (a forward pass)", timed(
             lambda: ex.probability(run, seed, args.split, indices[0]))))
         cls = iter(list(range(1, len(ex.names_palette(run)[0]))) * args.repeats)
@@ -77,8 +163,11 @@ def main() -> None:
         ex.curves_figure(ready[:3], list(ex.cfg.seeds))), args.repeats)))
 
     print(describe())
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          f"(times are inflated when it is above the core count)")
     print(f"explorer, preset {ex.cfg.name}, run {run} seed {seed}, {args.split} split "
-          f"({len(table)} images); median of {args.repeats}\n")
+          f"({len(table)} images; first load timed on {args.images}); redraws: median of "
+          f"{args.repeats}\n")
     print("| step | seconds |\n|---|---|")
     for name, sec in rows:
         print(f"| {name} | {sec:.3f} |")

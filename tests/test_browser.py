@@ -8,7 +8,9 @@ two VOC runs) whose ``parameters`` cell points at a tiny preset, opens each one,
 cell through the menu Run -> Run All Cells, waits until every cell has run and the kernel is idle,
 and checks that no output shows an error or a warning and that the figures are ``<img>`` elements
 that loaded. In 07 it then drives the explorer's widgets: the Images tab, another run in its
-``run`` dropdown, another image in its image list, checking each time that the shown image changed.
+``run`` dropdown, another image in its image list, checking each time that the shown image changed,
+then the never loaded training split, whose first load must show its progress ("predicting
+training images of ... k/N") with the controls disabled and the old image hidden.
 Screenshots go to ``outputs/browser/``. The server is shut down through its API and the temporary
 folder removed.
 
@@ -382,6 +384,37 @@ return sel.options[arguments[1]].text;
 """
 
 
+# records, from now on, every text the visible progress line of the explorer shows and whether
+# the run dropdown is disabled meanwhile (a first load is over in a second on the tiny preset:
+# polling could miss it, a MutationObserver does not)
+WATCH_PROGRESS_JS = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+window.__pspnetSeen = [];
+const record = () => {
+  for (const e of panel.querySelectorAll('.pspnet-progress-label')) {
+    const text = e.innerText.trim();
+    if (e.offsetParent !== null && text) {
+      const run = panel.querySelector('.pspnet-run select');
+      const img = panel.querySelector('.pspnet-image');
+      window.__pspnetSeen.push({text: text, disabled: run ? run.disabled : null,
+        hidden: img ? getComputedStyle(img).visibility === 'hidden' : null});
+    }
+  }
+};
+new MutationObserver(record).observe(panel, {subtree: true, childList: true,
+  characterData: true, attributes: true});
+return true;
+"""
+
+CLICK_TRAIN_JS = """
+const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+const button = [...panel.querySelectorAll('.pspnet-split button')].find(
+  b => b.innerText.trim() === 'train');
+if (button) button.click();
+return !!button;
+"""
+
+
 def _explorer_shot(driver, name: str) -> None:
     _js(driver, """const e = document.querySelector(
         '.jp-NotebookPanel:not(.lm-mod-hidden) .pspnet-explorer');
@@ -421,5 +454,17 @@ def _drive_explorer(driver) -> None:
     assert after_image["image"] != after_run["image"], after_image
     _explorer_shot(driver, "07_explore-image.png")
     assert "Error" not in after_image["status"], after_image["status"]
+    # the training split was never loaded: its first load shows what it predicts and how far,
+    # with the controls disabled and the old image hidden until the new one is drawn
+    _js(driver, WATCH_PROGRESS_JS)
+    assert _js(driver, CLICK_TRAIN_JS), "no train button in the explorer's split toggle"
+    after_split = _wait(driver, changed(after_image), 120, "the image of the training split")
+    seen = _js(driver, "return window.__pspnetSeen;")
+    predicting = [s for s in seen if "predicting training images of" in s["text"]]
+    assert predicting, f"no progress shown during the first load of the train split: {seen}"
+    assert all(s["disabled"] and s["hidden"] for s in predicting), predicting  # while shown
+    assert re.search(r"\d+/\d+", predicting[-1]["text"]), predicting
+    assert "Error" not in after_split["status"], after_split["status"]
     print(f"07_explore: run {state['run']} -> {chosen}, image {after_run['image']!r} -> "
-          f"{after_image['image']!r}; screenshots in {SHOTS}")
+          f"{after_image['image']!r}; train split: {predicting[-1]['text']!r}; screenshots in "
+          f"{SHOTS}")

@@ -230,6 +230,15 @@ def test_predictions_cache_table_and_widgets(reference_run, monkeypatch):
     k = run.run_cfg.num_classes
     assert pred["confusion"].shape == (2, k, k) and pred["labels"].dtype == np.uint8
     again = analysis.predictions(run, "heldout")  # from the cache
+    seen = []
+    mine = explore.compute_predictions(run, "heldout", progress=lambda *a: seen.append(a),
+                                       batch_size=1)  # the explorer's own first load
+    assert seen[-1][:2] == (2, 2) and "predicting held-out images of sgd_mix" in seen[-1][2]
+    for key, value in pred.items():
+        if key == "loss":
+            assert np.allclose(mine[key], value, rtol=1e-4)
+        else:
+            assert (np.asarray(mine[key]) == np.asarray(value)).all(), key
     assert again["ids"] == pred["ids"] and (again["predictions"] == pred["predictions"]).all()
     ranked = analysis.ranked_losses(run, "heldout", n=2, seed=0).sort_values("index")
     assert np.allclose(ranked["loss"], pred["loss"], rtol=1e-4)  # the same per-image loss
@@ -253,3 +262,104 @@ def test_predictions_cache_table_and_widgets(reference_run, monkeypatch):
     classes = images_tab.children[3].children[1].children[0]
     classes.value = 1  # p(aeroplane)
     assert image.value != first
+
+
+# ---------------------------------------------------------------- widgets (no training)
+
+
+def _ready(ex, monkeypatch):
+    """The fixture's runs shown as trained (their predictions are the hand-made ones)."""
+    trained = {"sgd_affine": [0, 1], "sgd_none": [0], "leaf_sgd_affine": [0]}
+    monkeypatch.setattr(ex, "trained", lambda name: trained[name])
+    monkeypatch.setattr(ex, "ready_runs", lambda: list(trained))
+    monkeypatch.setattr(explore, "explorer", lambda *a, **k: ex)
+
+
+def test_first_load_shows_progress_disables_controls_and_keeps_the_image(street_explorer,
+                                                                          monkeypatch):
+    ex = street_explorer
+    _ready(ex, monkeypatch)
+    del ex._pred[("sgd_affine", 1, "heldout")]  # never loaded: choosing it is a first load
+    seen = []
+
+    def compute(run, split, get_model=None, progress=None, **_):
+        progress(0, 4, "predicting held-out images of sgd_affine seed 1")
+        loading = progress.__self__  # the tab's Loading: what the reader sees meanwhile
+        progress(2, 4, "predicting held-out images of sgd_affine seed 1")
+        seen.append({"label": loading.label.value, "bar": (loading.bar.value, loading.bar.max),
+                     "shown": loading.box.layout.display,
+                     "disabled": all(c.disabled for c in loading.controls),
+                     "image": loading.image.layout.visibility})
+        out = fake_predictions(k=11, n=4)
+        return {**out, "ids": np.asarray(out["ids"], dtype=str)}
+
+    monkeypatch.setattr(explore, "compute_predictions", compute)
+    tabs = explore.study(ex.cfg, run="sgd_affine")
+    images = tabs.children[1]
+    run_w, seed_w = images.children[0].children[:2]
+    rows_w = images.children[3].children[0]
+    assert not seen  # the first selection and Compare's were loaded
+    rows_w.value = 1  # img1
+    seed_w.value = 1
+    assert seen == [{"label": "<small>predicting held-out images of sgd_affine seed 1: 2/4</small>",
+                     "bar": (2, 4), "shown": "", "disabled": True, "image": "hidden"}]
+    loading_box = images.children[2].children[1]
+    assert loading_box.layout.display == "none" and not run_w.disabled
+    assert images.children[-1].layout.visibility == "visible"
+    assert "of sgd_affine seed 1" in images.children[2].children[0].value
+    assert rows_w.value == 1  # the chosen image (by id) is kept
+    assert len(images.children[-1].value) > 1000
+    run_w.value = "sgd_none"  # loaded already: no progress shown
+    assert len(seen) == 1 and rows_w.value == 1
+
+
+def test_sorting_by_a_class_shows_it_and_compare_offers_one_task(street_explorer, monkeypatch):
+    ex = street_explorer
+    _ready(ex, monkeypatch)
+    tabs = explore.study(ex.cfg, run="sgd_affine")
+    images = tabs.children[1]
+    sort_w = images.children[1].children[0]
+    sort_w.value = "IoU building"
+    rows = images.children[3].children[0]
+    assert all("IoU building" in label for label, _ in rows.options)
+    compare = tabs.children[2]
+    a_run, b_run = compare.children[0].children[0], compare.children[1].children[0]
+    assert list(b_run.options) == ["sgd_affine", "sgd_none"]  # not the leaf run
+    img_w = compare.children[2].children[1]
+    img_w.value = "img2"
+    a_run.value = "sgd_none"
+    assert img_w.value == "img2"  # changing run A keeps the image
+    a_run.value = "leaf_sgd_affine"
+    assert list(b_run.options) == ["leaf_sgd_affine"]
+    status, image = compare.children[-2], compare.children[-1]
+    assert "Error" not in status.value and len(image.value) > 1000
+
+
+def test_colour_scales_messages_and_readable_compare(street_explorer, monkeypatch):
+    ex = street_explorer
+    monkeypatch.setattr(ex, "probability", lambda *a: np.full((11, 8, 8), 0.5, np.float32))
+    fig = ex.image_figure("sgd_affine", 0, "heldout", 1, class_index=1)
+    assert len(fig.axes) == 6  # five panels and the probability's colour bar
+    fig = ex.image_figure("leaf_sgd_affine", 0, "heldout", 0)
+    assert fig.axes[-1].get_ylabel() == "p(disease)"
+    none = ex.curves_figure(["sgd_affine"], [])
+    assert "No seed selected" in none.texts[0].get_text()
+    cmp = ex.compare_figure(("sgd_affine", 0), ("sgd_none", 0), "heldout", "img1")
+    assert min(ax.title.get_fontsize() for ax in cmp.axes) >= 10
+    assert explore.row_label({"id": "a", "loss": 1.0, "miou": np.nan}, "miou") == \
+        "a  loss 1.000  miou n/a"
+
+
+def test_own_classes_without_colours_get_a_categorical_palette(tmp_path):
+    """Class 0 is black only when it is background by name; distinct colours otherwise."""
+    over = street_overrides(tmp_path)
+    over.pop("data.class_colors", None)
+    cfg = load_params("smoke", over)
+    pal = class_palette(cfg.data)
+    assert cfg.data.class_colors in ((), [], None) or not cfg.data.class_colors
+    assert tuple(pal[0]) != (0, 0, 0)  # sky is not VOC's black background
+    assert len({tuple(c) for c in pal[:11]}) == 11
+    assert tuple(pal[IGNORE_INDEX]) == tuple(voc_colormap()[IGNORE_INDEX])
+    named = load_params("smoke", {**over, "data.classes": ["background", *STREET[1:]]})
+    assert tuple(class_palette(named.data)[0]) == (0, 0, 0)
+    assert len({tuple(c) for c in class_palette(named.data)[:11]}) == 11

@@ -247,3 +247,15 @@ def test_slurm_only_options_are_refused_by_the_local_launcher(tmp_path):
         launch.launch(cfg, ["sgd_mix"], [0], "local",
                       launch.JobOptions(partition="gpu", mem="8G"))
     assert not (tmp_path / "runs").exists()  # nothing submitted, no log folder
+
+
+def test_local_executor_leaves_no_literal_job_id_folder(tmp_path):
+    """submitit's local job controller creates the folder it is given before substituting
+    ``%j``: the local executor writes into the log folder itself, the logs named by job id."""
+    folder = tmp_path / ".submitit"
+    ex = launch.local_executor(folder, launch.JobOptions(gpus_per_job=0).resolved("local"))
+    job = ex.submit(int, "7")
+    assert job.result() == 7
+    names = [p.name for p in folder.rglob("*")]
+    assert not [n for n in names if "%" in n], names
+    assert any(n.startswith(f"{job.job_id}_0_log") for n in names), names

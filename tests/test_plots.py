@@ -73,6 +73,47 @@ def test_augmentation_grid():
         plots.augmentation_grid(imgs, labs[:2])
 
 
+def test_augmentation_grid_legend_names_the_classes_present():
+    imgs = RNG.integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+    labs = np.zeros((2, 8, 8), int)
+    labs[:, :, 4:] = 2
+    labs[:, 0] = 255
+    fig = plots.augmentation_grid(imgs, labs, names=["sky", "road", "car"])
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["0 sky", "2 car", "ignore"]
+    assert not plots.augmentation_grid(imgs, labs).legends  # no names: no legend
+
+
+def test_architecture_diagram_says_what_the_preset_trains():
+    """A whole-network preset is not drawn with the paper's frozen backbone."""
+    trace = [{"part": p, "shape": (1, 8, 4, 4)} for p in ("stem", "layer1", "layer4", "head")]
+    whole = [{"part": p, "total": 100, "trainable": 100} for p in ("stem", "layer1", "layer4",
+                                                                    "head")]
+    frozen = [dict(r, trainable=0 if r["part"] == "layer4" else 100) for r in whole]
+    frozen[1] = dict(frozen[1], trainable=40)
+    texts = " ".join(t.get_text() for t in plots.architecture_diagram(
+        trace, whole, setting="freeze_backbone: false").axes[0].texts)
+    assert "0 trainable" not in texts and "frozen" not in texts
+    assert texts.count("all trainable") == 4
+    fig = plots.architecture_diagram(trace, frozen)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "frozen" in texts and "40 trainable" in texts
+    fig = plots.architecture_diagram(trace, whole, setting="freeze_backbone: false")
+    assert any("(freeze_backbone: false)" in t.get_text() for t in fig.texts)
+
+
+def test_bands_are_clipped_and_epochs_are_whole():
+    seeds = [pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.0, 0.5, 0.2],
+                           "heldout_loss": [1.0, 0.6, 0.3], "heldout_dice": d})
+             for d in ([0.0, 0.9, 1.0], [0.02, 0.1, 0.98], [0.0, 0.5, 1.0])]
+    fig = plots.learning_curves({"leaf": seeds}, metric="heldout_dice", band="t95")
+    ax = fig.axes[1]
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() >= 0.0 and band.max() <= 1.0
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if 1 <= t <= 3]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+
+
 def test_learning_curves():
     def h(s):
         return pd.DataFrame(

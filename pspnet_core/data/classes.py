@@ -1,9 +1,10 @@
 """Class names and colours of a preset: what figures, legends and the explorer show.
 
 ``data.classes`` names the classes (one per id 0..num_classes-1) and ``data.class_colors`` gives
-them colours (``"#rrggbb"``). Without them: VOC's 21 names for a 21-class VOC-layout or generated
-source, ``class 0`` .. ``class K-1`` otherwise, and the VOC palette (which any class id reads). The
-ignore label (255) keeps the palette's cream colour and the name ``ignore``.
+them colours (``"#rrggbb"``). Without them: VOC's 21 names and palette for a 21-class VOC-layout
+or generated source; otherwise ``class 0`` .. ``class K-1`` and a categorical palette (tab20;
+class 0 black only when named background / void). The ignore label (255) keeps VOC's cream
+colour and the name ``ignore``.
 
     class_names(cfg.data)            -> ["background", "aeroplane", ...]
     class_palette(cfg.data)          -> uint8 (256, 3) for plots.colorize
@@ -38,10 +39,37 @@ def _hex(color: str) -> tuple[int, int, int]:
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
+# a class 0 of this name is drawn black (VOC's background colour); any other class 0 is not
+BACKGROUND_NAMES = frozenset({"background", "void", "unlabeled", "unlabelled", "bg", "other"})
+
+
+def categorical_colors(n: int) -> np.ndarray:
+    """uint8 (n, 3): matplotlib's categorical tab20, then tab20b and tab20c (60 distinct
+    colours), repeated beyond that."""
+    from matplotlib import colormaps
+
+    table = np.concatenate([np.asarray(colormaps[m].colors)[:, :3]
+                            for m in ("tab20", "tab20b", "tab20c")])
+    return np.round(table[np.arange(n) % len(table)] * 255).astype(np.uint8)
+
+
+def _voc_like(data: DataConfig) -> bool:
+    """Whether the preset's classes are VOC's 21 (VOC's palette then means something)."""
+    return class_names(data) == list(VOC_CLASSES)
+
+
 def class_palette(data: DataConfig) -> np.ndarray:
-    """uint8 (256, 3): the VOC palette with ``data.class_colors`` over ids 0..K-1 when given;
-    id 255 (ignore) stays cream."""
+    """uint8 (256, 3) over ids 0..K-1: ``data.class_colors`` where given; else VOC's palette
+    for VOC's 21 classes, and for any other preset a categorical palette
+    (:func:`categorical_colors`), class 0 black only when its name says background or void.
+    Id 255 (ignore) stays cream."""
     cmap = voc_colormap().copy()
+    if not _voc_like(data):
+        names = class_names(data)
+        dark = bool(names) and names[0].strip().lower() in BACKGROUND_NAMES
+        colors = categorical_colors(data.num_classes)
+        for i in range(data.num_classes):
+            cmap[i] = (0, 0, 0) if dark and i == 0 else colors[i - 1 if dark else i]
     for i, color in enumerate(data.class_colors):
         cmap[i] = _hex(color)
     return cmap
@@ -61,5 +89,6 @@ def hex_color(palette: np.ndarray, index: int) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-__all__ = ["IGNORE_INDEX", "IGNORE_NAME", "LEAF_CLASSES", "class_names", "class_palette",
-           "hex_color", "names_and_palette"]
+__all__ = ["BACKGROUND_NAMES", "IGNORE_INDEX", "IGNORE_NAME", "LEAF_CLASSES",
+           "categorical_colors", "class_names", "class_palette", "hex_color",
+           "names_and_palette"]

@@ -6,16 +6,19 @@ Two layers:
   :func:`run_grid`, :meth:`Explorer.histories`, :func:`image_table`, :func:`sort_table`,
   :func:`error_map`, :func:`threshold_metrics`, :func:`classes_present`, and the figures
   :meth:`Explorer.curves_figure`, :meth:`Explorer.image_figure`,
-  :meth:`Explorer.compare_figure`. Predictions come from
-  :func:`pspnet_core.results.analysis.predictions`:
-  computed once per (run, seed, split) and cached in the run folder; the explorer keeps what it
-  read in memory, so a new selection only redraws.
+  :meth:`Explorer.compare_figure`. Predictions are :func:`pspnet_core.results.analysis.predictions`'
+  arrays, read from the run folder's cache or computed once per (run, seed, split) by
+  :func:`compute_predictions` (batches of 16, channels_last, ``inference_mode``, the network
+  kept per (run, seed); a ``progress(done, total, what)`` callback says how far) and cached
+  there; the explorer keeps what it read in memory, so a new selection only redraws.
 - **Widgets** (ipywidgets): :func:`study` builds three tabs. *Curves*: runs x seeds, loss and
   mIoU / Dice per epoch with the bands of Figs. 5/10. *Images*: every image of a (run, seed,
   split) in a table sortable by loss, mIoU, complexity or one class's IoU; a chosen row shows
   input | label | prediction | error map with the class names and colours; a VOC-like run also
   the probability of a chosen class, the leaf run its heatmap with a threshold slider and the
-  Dice / IoU at that threshold. *Compare*: two (run, seed) pairs on the same image.
+  Dice / IoU at that threshold. *Compare*: two (run, seed) pairs of one task on the same image.
+  A first load shows a progress bar ("predicting held-out images of sgd_mix seed 0: 48/100")
+  with the tab's controls disabled and the old image hidden (:class:`Loading`).
 
 The explorer trains nothing: it shows the runs the store holds (``get_run(...,
 train=False)``); the notebooks (or ``pspnet-train``) train them.
@@ -25,15 +28,24 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pspnet_core import data
 from pspnet_core.config import StudyConfig, load_params
-from pspnet_core.metrics import IGNORE_INDEX, dice_from_counts, iou_from_counts
+from pspnet_core.losses import segmentation_loss
+from pspnet_core.metrics import (
+    IGNORE_INDEX,
+    confusion_matrix,
+    dice_from_counts,
+    iou_from_counts,
+    scene_complexity,
+)
 from pspnet_core.results import analysis, plots
 from pspnet_core.store.runs import Run
 from pspnet_core.train.grid import get_run
@@ -42,6 +54,14 @@ SPLITS = ("heldout", "train")
 SPREADS = {"band + single seeds": (True, True), "band": (True, False),
            "single seeds": (False, True)}
 ERROR_COLORS = {"correct": (235, 235, 235), "wrong": (214, 39, 40), "ignore": (224, 224, 192)}
+SPLIT_NAMES = {"heldout": "held-out", "train": "training"}
+# images per forward pass of a first load: on 2 CPU cores a batch of 16 small images costs about
+# half as much per image as batches of 1-4 (bench/explore.py)
+BATCH_SIZE = 16
+MODELS_KEPT = 2  # networks kept in memory (the last ones used)
+
+# progress(done, total, what): what a first load computes and how far (the widgets' bar)
+Progress = Callable[[int, int, str], None]
 
 # ---------------------------------------------------------------- data layer: tables
 
@@ -100,10 +120,17 @@ def sort_table(table: pd.DataFrame, by: str = "loss", descending: bool = True) -
                              na_position="last", kind="stable").reset_index(drop=True)
 
 
-def row_label(row: Mapping[str, Any], metric: str) -> str:
-    """One line of the image list: id, loss and the task's quality number."""
-    value = row.get(metric, np.nan)
-    return f"{row['id']}  loss {row['loss']:.3f}  {metric} {value:.3f}"
+def row_label(row: Mapping[str, Any], metric: str, sort_by: str | None = None) -> str:
+    """One line of the image list: id, loss, the task's quality number and the value sorted
+    by when it is another column (a class's IoU, the complexity; NaN: "n/a")."""
+    def num(col: str) -> str:
+        value = float(row.get(col, np.nan))
+        return f"{value:.3f}" if np.isfinite(value) else "n/a"
+
+    text = f"{row['id']}  loss {num('loss')}  {metric} {num(metric)}"
+    if sort_by and sort_by not in ("loss", metric):
+        text += f"  {sort_by} {num(sort_by)}"
+    return text
 
 
 def classes_present(*maps: Any) -> list[int]:
@@ -154,11 +181,73 @@ def figure_png(fig: Any, dpi: int = plots.DISPLAY_DPI) -> bytes:
     return buf.getvalue()
 
 
+def message_figure(text: str) -> Any:
+    """A small figure that only says ``text`` (nothing to draw for the selection)."""
+    fig = plots.StudyFigure(figsize=(8.0, 1.2))
+    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+    return fig
+
+
 def run_colors(names: Sequence[str]) -> dict[str, str]:
     """A distinct colour per run (tab10 order), so two runs of one regime differ."""
     palette = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown",
                                     "pink", "gray", "olive", "cyan")]
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+
+
+def compute_predictions(run: Run, split: str, get_model: Callable[[], Any] | None = None,
+                        progress: Progress | None = None, batch_size: int = BATCH_SIZE,
+                        dataset: Any = None) -> dict[str, Any]:
+    """The arrays of :func:`analysis.predictions` (same keys, same values) computed on the CPU in
+    batches of ``batch_size`` (channels_last) under ``torch.inference_mode``, calling
+    ``progress(done, total, what)`` while the network loads and after each batch;
+    ``get_model()`` gives the network (default :func:`analysis.load_model`); ``dataset``
+    replaces the split's evaluation dataset (bench/explore.py times 100 images)."""
+    rc = run.run_cfg
+    leaf = rc.num_classes == 1
+    k = 2 if leaf else rc.num_classes
+    ds = data.build_eval_dataset(rc, split) if dataset is None else dataset
+    n = len(ds)
+    what = f"predicting {SPLIT_NAMES.get(split, split)} images of {run.name} seed {rc.seed}"
+    if progress:
+        progress(0, n, f"loading the network of {run.name} seed {rc.seed}")
+    model = get_model() if get_model else analysis.load_model(run, "cpu")
+    if progress:
+        progress(0, n, what)
+    labels, preds, confs, losses, probs = [], [], [], [], []
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            batch = [ds[i] for i in range(start, min(start + batch_size, n))]
+            x = torch.stack([img for img, _ in batch])
+            target = torch.stack([lab for _, lab in batch])
+            logits = analysis.predict(model, x, rc.precision, channels_last=True)
+            losses.append(segmentation_loss(logits, target, reduction="per_image").double())
+            if leaf:
+                p = torch.sigmoid(logits[:, 0])
+                pred, lab, ignore = (p >= 0.5).long(), (target > 0.5).long(), -1
+                probs.append(p.half().numpy())
+            else:
+                pred, lab, ignore = logits.argmax(1), target.long(), IGNORE_INDEX
+            confs += [confusion_matrix(pr, tg, k, ignore_index=ignore).numpy()
+                      for pr, tg in zip(pred, lab, strict=True)]
+            preds.append(pred.to(torch.uint8).numpy())
+            labels.append(lab.clamp(0, 255).to(torch.uint8).numpy())
+            if progress:
+                progress(min(start + batch_size, n), n, what)
+    out: dict[str, Any] = {
+        "index": np.arange(n),
+        "ids": np.asarray([str(i) for i in ds.ids] if hasattr(ds, "ids")
+                          else [str(i) for i in range(n)], dtype=str),
+        "labels": np.concatenate(labels) if labels else np.zeros((0, 1, 1), np.uint8),
+        "predictions": np.concatenate(preds) if preds else np.zeros((0, 1, 1), np.uint8),
+        "confusion": np.stack(confs) if confs else np.zeros((0, k, k), np.int64),
+        "loss": torch.cat(losses).numpy() if losses else np.zeros(0),
+        "complexity": np.asarray([scene_complexity(ds.load_raw(i)[1])["complexity"]
+                                  for i in range(n)], dtype=float),
+    }
+    if leaf:
+        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 1, 1), np.float16)
+    return out
 
 
 # ---------------------------------------------------------------- data layer: the cache
@@ -218,30 +307,62 @@ class Explorer:
         """Loss and held-out mIoU (leaf runs alone: Dice) per epoch of the chosen runs and
         seeds, as :func:`plots.learning_curves` draws Figs. 5/10."""
         seeds = list(self.cfg.seeds) if seeds is None else list(seeds)
+        if not names or not seeds:
+            return message_figure("No " + ("run" if not names else "seed") + " selected: "
+                                  "choose one or more in the list above.")
         hist = self.histories(names, seeds)
         if metric is None:
             leaf_only = bool(names) and all(self.task(n) == "leaf" for n in names)
             metric = "heldout_dice" if leaf_only else "heldout_miou"
         show_band, show_seeds = SPREADS[spread]
-        title = f"runs {', '.join(hist) or '(none trained)'}; seeds {seeds}"
+        title = (f"runs {', '.join(hist)}; seeds {seeds}" if hist else
+                 f"no history of runs {', '.join(names)} for seeds {seeds}")
         return plots.learning_curves(hist, colors=run_colors(list(names)), title=title,
                                      metric=metric, band=band if show_band else "none",
                                      splits=tuple(splits), seed_lines=show_seeds)
 
     # images -------------------------------------------------------------
-    def predictions(self, name: str, seed: int, split: str) -> dict[str, Any]:
+    def model(self, name: str, seed: int) -> Any:
+        """The network of a (run, seed) on the CPU, loaded once (first loads and class
+        probabilities share it)."""
+        key = (name, int(seed))
+        if key not in self._models:
+            if len(self._models) >= MODELS_KEPT:  # a ResNet50 is ~100 MB: keep the last few
+                self._models.pop(next(iter(self._models)))
+            # channels_last: ~20 % faster convolutions on the CPU (bench/explore.py)
+            self._models[key] = analysis.load_model(self.run(name, seed), "cpu").to(
+                memory_format=torch.channels_last)
+        return self._models[key]
+
+    def loaded(self, name: str, seed: int, split: str) -> bool:
+        """Whether the predictions of a (run, seed, split) are in memory (a redraw only)."""
+        return (name, int(seed), split) in self._pred
+
+    def predictions(self, name: str, seed: int, split: str,
+                    progress: Progress | None = None) -> dict[str, Any]:
+        """:func:`analysis.predictions` of a (run, seed, split): read from the run folder's
+        cache, else computed once by :func:`compute_predictions` (``progress`` says how far)
+        and cached there; kept in memory."""
         key = (name, int(seed), split)
         if key not in self._pred:
-            self._pred[key] = analysis.predictions(self.run(name, seed), split)
+            run = self.run(name, seed)
+            keys = analysis.PREDICTION_KEYS + (
+                ("probabilities",) if run.run_cfg.num_classes == 1 else ())
+            out = analysis.cached_arrays(
+                run, analysis._predictions_cache(run, split), keys,
+                lambda: compute_predictions(run, split, lambda: self.model(name, seed),
+                                            progress))
+            self._pred[key] = {**out, "ids": [str(i) for i in out["ids"]]}
         return self._pred[key]
 
-    def table(self, name: str, seed: int, split: str) -> pd.DataFrame:
-        """:func:`image_table` of a (run, seed, split)."""
+    def table(self, name: str, seed: int, split: str,
+              progress: Progress | None = None) -> pd.DataFrame:
+        """:func:`image_table` of a (run, seed, split) (a first load: ``progress``)."""
         key = (name, int(seed), split)
         if key not in self._tables:
             names, _ = self.names_palette(name)
-            self._tables[key] = image_table(self.predictions(name, seed, split), names,
-                                            self.task(name))
+            self._tables[key] = image_table(self.predictions(name, seed, split, progress),
+                                            names, self.task(name))
         return self._tables[key]
 
     def _dataset(self, name: str, seed: int, split: str) -> Any:
@@ -267,11 +388,8 @@ class Explorer:
         cached = self._probs.get((name, int(seed), split, int(index)))
         if cached is not None:  # another class of the same image: no forward pass
             return cached
-        key = (name, int(seed))
-        if key not in self._models:
-            self._models[key] = analysis.load_model(self.run(name, seed), "cpu")
         img, _ = self._dataset(name, seed, split)[int(index)]
-        probs = analysis.class_probability(self._models[key], self.run(name, seed), img)
+        probs = analysis.class_probability(self.model(name, seed), self.run(name, seed), img)
         if len(self._probs) >= 8:
             self._probs.pop(next(iter(self._probs)))
         self._probs[(name, int(seed), split, int(index))] = probs
@@ -323,13 +441,15 @@ class Explorer:
                   "error (red: wrong)"]
         if leaf:
             p = sel["probability"]
-            axes[4].imshow(p, cmap="inferno", vmin=0, vmax=1)
+            shown = axes[4].imshow(p, cmap="inferno", vmin=0, vmax=1)
+            fig.colorbar(shown, ax=axes[4], fraction=0.046, pad=0.02, label="p(disease)")
             if p.min() < threshold < p.max():
                 axes[4].contour(p, levels=[threshold], colors=["cyan"], linewidths=0.8)
             titles.append("disease likelihood")
         elif class_index is not None:
             prob = self.probability(name, seed, split, index)[int(class_index)]
-            axes[4].imshow(prob, cmap="viridis", vmin=0, vmax=1)
+            shown = axes[4].imshow(prob, cmap="viridis", vmin=0, vmax=1)
+            fig.colorbar(shown, ax=axes[4], fraction=0.046, pad=0.02, label="probability")
             titles.append(f"p({names[int(class_index)]})")
         for ax, t in zip(axes, titles, strict=True):
             plots._blank(ax)
@@ -360,29 +480,35 @@ class Explorer:
         sa = self.selection(*a, split, idx_a)
         sb = self.selection(*b, split, idx_b)
         names, palette = self.names_palette(a[0])
-        fig = plots.StudyFigure(figsize=(2.6 * 6, 3.7), layout="constrained")
-        axes = fig.subplots(1, 6)
-        panels = [(sa["image"], "input"), (plots.colorize(sa["label"], palette), "label")]
+        # two rows of three (input | A | A errors over label | B | B errors): the figure is
+        # shown at the notebook's width, so its text stays readable
+        fig = plots.StudyFigure(figsize=(9.0, 6.6), layout="constrained")
+        axes = fig.subplots(2, 3)
+        panels = [(sa["image"], "input")]
         for (run, seed), s in ((a, sa), (b, sb)):
             metric = metric_columns(self.task(run))[0]
-            tag = f"{run} s{seed}"
-            panels.append((plots.colorize(s["prediction"], palette),
-                           f"{tag}\nloss {s['row']['loss']:.3f}, {metric} "
-                           f"{s['row'][metric]:.3f}"))
-        panels.insert(4, (sa["error"], f"{a[0]} s{a[1]} errors"))
-        panels.append((sb["error"], f"{b[0]} s{b[1]} errors"))
-        for ax, (img, t) in zip(axes, panels, strict=True):
+            panels += [(plots.colorize(s["prediction"], palette),
+                        f"{run} seed {seed}\nloss {s['row']['loss']:.3f}, {metric} "
+                        f"{s['row'][metric]:.3f}"),
+                       (s["error"], f"{run} seed {seed}: errors")]
+            if len(panels) == 3:
+                panels.append((plots.colorize(sa["label"], palette), "label"))
+        for ax, (img, t) in zip(axes.ravel(), panels, strict=True):
             ax.imshow(img, interpolation="nearest")
             plots._blank(ax)
-            ax.set_title(t, fontsize=8.5)
+            ax.set_title(t, fontsize=11)
         fig.suptitle(f"{split} image {image_id}: {a[0]} seed {a[1]} vs {b[0]} seed {b[1]}",
-                     fontsize=10)
+                     fontsize=12)
         ids = classes_present(sa["label"], sa["prediction"], sb["prediction"])
         handles = legend_handles(ids, names, palette,
                                  ignore=bool((sa["label"] == IGNORE_INDEX).any()))
-        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 8) or 1,
-                   fontsize=8, frameon=False)
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6) or 1,
+                   fontsize=10, frameon=False)
         return fig
+
+    def same_task(self, name: str, names: Sequence[str]) -> list[str]:
+        """The runs of ``names`` with the task of run ``name`` (what Compare can pair)."""
+        return [n for n in names if self.task(n) == self.task(name)]
 
 
 def explorer(preset: str | StudyConfig = "smoke",
@@ -417,13 +543,55 @@ def study(preset: str | StudyConfig = "smoke", overrides: dict[str, Any] | None 
 
 
 def _show(image_widget: Any, status: Any, fig_fn) -> None:
-    """Draw ``fig_fn()`` into an Image widget; errors go to the status line."""
+    """Draw ``fig_fn()`` into an Image widget; errors go to the status line and clear the
+    figure (an old figure under an error would look like the answer)."""
     t0 = time.perf_counter()
     try:
         image_widget.value = figure_png(fig_fn())
         status.value = f"<small>drawn in {time.perf_counter() - t0:.2f} s</small>"
     except Exception as err:  # shown to the reader; the widget stays usable
+        image_widget.value = b""
         status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+    image_widget.layout.visibility = "visible"  # hidden while a first load ran (Loading)
+
+
+class Loading:
+    """The progress line of a tab (an ``IntProgress`` bar and a label, hidden when idle) and
+    the controls it disables while a selection is computed, so what the controls show is
+    never drawn over by the previous selection's image."""
+
+    def __init__(self, w: Any, image: Any) -> None:
+        self.bar = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="240px"))
+        self.label = w.HTML()
+        self.bar.add_class("pspnet-progress")
+        self.label.add_class("pspnet-progress-label")
+        self.box = w.HBox([self.bar, self.label])
+        self.box.layout.display = "none"
+        self.image = image
+        self.controls: list[Any] = []
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        """A :data:`Progress` callback: "<what> <done>/<total>" and the bar."""
+        self.bar.max = max(int(total), 1)
+        self.bar.value = int(done)
+        self.label.value = f"<small>{what}: {done}/{total}</small>"
+
+    @contextmanager
+    def busy(self, what: str):
+        """Controls disabled, the old image hidden and ``what`` shown until the block ends."""
+        was = [c.disabled for c in self.controls]
+        for c in self.controls:
+            c.disabled = True
+        self.image.layout.visibility = "hidden"
+        self.bar.value, self.bar.max = 0, 1
+        self.label.value = f"<small>{what}...</small>"
+        self.box.layout.display = ""
+        try:
+            yield self.progress
+        finally:  # the image is shown again by the next draw (_show), never the old one
+            self.box.layout.display = "none"
+            for c, d in zip(self.controls, was, strict=True):
+                c.disabled = d
 
 
 def _curves_tab(w: Any, ex: Explorer, ready: list[str]) -> Any:
@@ -453,6 +621,13 @@ def _curves_tab(w: Any, ex: Explorer, ready: list[str]) -> Any:
                    status, image])
 
 
+def _keep(options: Sequence[Any], wanted: Any) -> Any:
+    """``wanted`` when it is one of the option values (``(label, value)`` or plain), else the
+    first value (None without options)."""
+    values = [o[1] if isinstance(o, tuple) else o for o in options]
+    return wanted if wanted in values else (values[0] if values else None)
+
+
 def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | None,
                 split: str) -> Any:
     run_w = w.Dropdown(options=ready, value=run, description="run")
@@ -462,19 +637,19 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
         seed_w.value = seed
     split_w = w.ToggleButtons(options=list(SPLITS), value=split if split in SPLITS else "heldout",
                               description="split")
+    split_w.add_class("pspnet-split")
     sort_w = w.Dropdown(description="sort by")
     desc_w = w.Checkbox(value=True, description="highest first")
-    rows_w = w.Select(rows=12, description="image", layout=w.Layout(width="520px"))
+    rows_w = w.Select(rows=12, description="image", layout=w.Layout(width="560px"))
     rows_w.add_class("pspnet-image-list")
     class_w = w.Dropdown(description="p(class)")
     thr_w = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.01, description="threshold",
                           continuous_update=False)
     image, status, info = w.Image(format="png"), w.HTML(), w.HTML()
     image.add_class("pspnet-image")
+    loading = Loading(w, image)
+    loading.controls = [run_w, seed_w, split_w, sort_w, desc_w, rows_w, class_w, thr_w]
     state = {"busy": False}
-
-    def current_table():
-        return ex.table(run_w.value, seed_w.value, split_w.value)
 
     def draw(*_):
         if state["busy"] or rows_w.value is None:
@@ -491,56 +666,76 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
         if state["busy"]:  # a control set by the code itself: one redraw at the end
             return
         state["busy"] = True
+        name, sd, sp = run_w.value, seed_w.value, split_w.value
+        chosen = state.get("id")  # the image shown: kept when the new selection has it
         try:
-            table = current_table()
-            cols = ["loss", *metric_columns(ex.task(run_w.value)), "complexity"] + [
+            if ex.loaded(name, sd, sp):
+                table = ex.table(name, sd, sp)
+            else:  # a first load: say what is computed and how far, controls disabled
+                info.value = (f"<small>loading the {SPLIT_NAMES.get(sp, sp)} images of {name} "
+                              f"seed {sd}...</small>")
+                with loading.busy(f"loading {name} seed {sd}") as progress:
+                    table = ex.table(name, sd, sp, progress)
+            metric = metric_columns(ex.task(name))[0]
+            cols = ["loss", *metric_columns(ex.task(name)), "complexity"] + [
                 c for c in table.columns if c.startswith("IoU ")]
             if sort_w.options != tuple(cols):
                 sort_w.options = cols
                 sort_w.value = "loss"
             ordered = sort_table(table, sort_w.value, desc_w.value)
-            metric = metric_columns(ex.task(run_w.value))[0]
-            rows_w.options = [(row_label(r, metric), int(r["index"]))
-                              for r in ordered.to_dict("records")]
-            rows_w.value = int(ordered["index"].iloc[0]) if len(ordered) else None
-            names, _ = ex.names_palette(run_w.value)
+            records = ordered.to_dict("records")
+            rows_w.options = [(row_label(r, metric, sort_w.value), int(r["index"]))
+                              for r in records]
+            by_id = {str(r["id"]): int(r["index"]) for r in records}
+            rows_w.value = by_id.get(chosen, int(ordered["index"].iloc[0]) if records else None)
+            state["id"] = next((i for i, v in by_id.items() if v == rows_w.value), None)
+            names, _ = ex.names_palette(name)
             # -1: no class (a Dropdown shows the value None as an empty box)
             opts = [("(none)", -1)] + [(f"{i} {n}", i) for i, n in enumerate(names)]
             if list(class_w.options) != opts:
                 class_w.options = opts
                 class_w.value = -1
-            info.value = (f"<small>{len(table)} {split_w.value} images of {run_w.value} seed "
-                          f"{seed_w.value}; mean loss {table['loss'].mean():.3f}</small>")
+            info.value = (f"<small>{len(table)} {sp} images of {name} seed {sd}; mean loss "
+                          f"{table['loss'].mean():.3f}</small>")
         except Exception as err:
+            image.value = b""
             status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
         finally:
             state["busy"] = False
         draw()
 
+    def remember(*_):
+        if rows_w.value is not None and not state["busy"]:
+            table = ex.table(run_w.value, seed_w.value, split_w.value)
+            hit = table.loc[table["index"] == rows_w.value, "id"]
+            state["id"] = str(hit.iloc[0]) if len(hit) else None
+
     def new_run(*_):
         state["busy"] = True
         seeds = ex.trained(run_w.value)
         seed_w.options = seeds
-        if seed_w.value not in seeds:
-            seed_w.value = seeds[0]
+        seed_w.value = _keep(seeds, seed_w.value)
         state["busy"] = False
         refill()
 
     run_w.observe(new_run, names="value")
     for c in (seed_w, split_w, sort_w, desc_w):
         c.observe(refill, names="value")
+    rows_w.observe(remember, names="value")
     for c in (rows_w, class_w, thr_w):
         c.observe(draw, names="value")
     refill()
-    return w.VBox([w.HBox([run_w, seed_w, split_w]), w.HBox([sort_w, desc_w]), info,
+    return w.VBox([w.HBox([run_w, seed_w, split_w]), w.HBox([sort_w, desc_w]),
+                   w.VBox([info, loading.box]),
                    w.HBox([rows_w, w.VBox([class_w, thr_w])]), status, image])
 
 
 def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -> Any:
-    other = next((r for r in ready if r != run and ex.task(r) == ex.task(run)), run)
+    peers = ex.same_task(run, ready)
+    other = next((r for r in peers if r != run), run)
     a_run = w.Dropdown(options=ready, value=run, description="run A")
     a_seed = w.Dropdown(options=ex.trained(run), description="seed A")
-    b_run = w.Dropdown(options=ready, value=other, description="run B")
+    b_run = w.Dropdown(options=peers, value=other, description="run B")
     b_seeds = ex.trained(other)
     b_seed = w.Dropdown(options=b_seeds, description="seed B")
     if other == run and len(b_seeds) > 1:
@@ -550,6 +745,8 @@ def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -
     img_w = w.Dropdown(description="image", layout=w.Layout(width="420px"))
     image, status = w.Image(format="png"), w.HTML()
     image.add_class("pspnet-compare-image")
+    loading = Loading(w, image)
+    loading.controls = [a_run, a_seed, b_run, b_seed, split_w, img_w]
     state = {"busy": False}
 
     def draw(*_):
@@ -559,32 +756,43 @@ def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -
             (a_run.value, a_seed.value), (b_run.value, b_seed.value), split_w.value,
             img_w.value))
 
+    def table_of(name: str, sd: int, sp: str) -> pd.DataFrame:
+        if ex.loaded(name, sd, sp):
+            return ex.table(name, sd, sp)
+        with loading.busy(f"loading {name} seed {sd}") as progress:
+            return ex.table(name, sd, sp, progress)
+
     def refill(*_):
         if state["busy"]:  # a control set by the code itself: one redraw at the end
             return
         state["busy"] = True
+        chosen = img_w.value  # the image shown: kept when both runs have it
         try:
+            peers = ex.same_task(a_run.value, ready)  # B: runs of A's task only
+            if list(b_run.options) != peers:
+                b_run.options = peers
+            b_run.value = _keep(peers, b_run.value if b_run.value in peers else
+                                next((r for r in peers if r != a_run.value), a_run.value))
             for r, s in ((a_run, a_seed), (b_run, b_seed)):
                 seeds = ex.trained(r.value)
                 if list(s.options) != seeds:
                     s.options = seeds
-                if s.value not in seeds:
-                    s.value = seeds[0]
-            table = sort_table(ex.table(a_run.value, a_seed.value, split_w.value), "loss")
+                s.value = _keep(seeds, s.value)
+            table = sort_table(table_of(a_run.value, a_seed.value, split_w.value), "loss")
+            table_of(b_run.value, b_seed.value, split_w.value)
             img_w.options = [(f"{r['id']} (A loss {r['loss']:.3f})", r["id"])
                              for r in table.to_dict("records")]
-            img_w.value = img_w.options[0][1] if img_w.options else None
+            img_w.value = _keep(img_w.options, chosen)
         except Exception as err:
+            image.value = b""
             status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
         finally:
             state["busy"] = False
         draw()
 
-    for c in (a_run, a_seed, split_w):
-        c.observe(refill, names="value")
-    for c in (b_run, b_seed):
+    for c in (a_run, a_seed, split_w, b_run, b_seed):
         c.observe(refill, names="value")
     img_w.observe(draw, names="value")
     refill()
     return w.VBox([w.HBox([a_run, a_seed]), w.HBox([b_run, b_seed]), w.HBox([split_w, img_w]),
-                   status, image])
+                   loading.box, status, image])

@@ -22,8 +22,10 @@ API (figure numbers as in docs/method.md#figures)::
         param_rows: [{"part": "stem", "total": int, "trainable": int}, ...]
                     (model.parameters_by_part); parts whose name contains "aux" are drawn
                     as the auxiliary branch from layer3.
-    augmentation_grid(images, labels, colormap=None, title="", captions=None) -> Figure
-        # figs 02-04: images uint8 (N,H,W,3), labels int (N,H,W); row (a) inputs, (b) labels
+    augmentation_grid(images, labels, colormap=None, title="", captions=None,
+                      names=None) -> Figure
+        # figs 02-04: images uint8 (N,H,W,3), labels int (N,H,W); row (a) inputs, (b) labels;
+        # names: a legend of the classes present
     learning_curves(histories, colors=None, title="", metric="heldout_miou",
                     log_loss=True, band="minmax") -> Figure
         # figs 05/10: {label: DataFrame(epoch, train_loss, heldout_loss, heldout_miou)} or
@@ -57,6 +59,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
+from matplotlib.ticker import MaxNLocator
 from scipy import stats
 
 from pspnet_core.data.voc import voc_colormap
@@ -225,18 +228,30 @@ def _shape_text(shape: Any) -> str:
 # ---------------------------------------------------------------- fig01
 
 
+def _trainable_text(row: Mapping[str, Any]) -> str:
+    """"all trainable", "frozen" or "<n> trainable" for a part's parameter row."""
+    total, trainable = int(row["total"]), int(row["trainable"])
+    if total and trainable == total:
+        return "all trainable"
+    return "frozen" if total and not trainable else f"{_human(trainable)} trainable"
+
+
 def architecture_diagram(
     trace: Sequence[Mapping[str, Any]],
     param_rows: Sequence[Mapping[str, Any]],
     title: str = "Fig. 1  PSPNet: stem, dilated ResNet50, pyramid pooling, decoder, aux branch",
+    setting: str = "",
 ) -> Figure:
     """Block diagram of the measured structure (fig01).
 
     ``trace`` (from ``model.trace_shapes``) gives the drawn boxes, in order, each annotated
     with its output shape (C x H x W; the batch dimension is dropped). ``param_rows`` (from
     ``model.parameters_by_part``) adds "total / trainable" parameter counts to the box of the
-    same part. Parts whose name contains "aux" form the auxiliary branch, drawn below and
-    fed from ``layer3`` (training only). Parameter rows without a box are listed underneath.
+    same part ("all trainable", "frozen" or the trainable count): pass the rows of the model
+    the preset trains, so a whole-network preset is not drawn with the paper's frozen
+    backbone; ``setting`` (e.g. "freeze_backbone: false") is said in the subtitle. Parts whose
+    name contains "aux" form the auxiliary branch, drawn below and fed from ``layer3``
+    (training only). Parameter rows without a box are listed underneath.
     """
     params = {str(r["part"]): r for r in param_rows}
     main = [t for t in trace if "aux" not in str(t["part"]).lower()]
@@ -280,7 +295,7 @@ def architecture_diagram(
             ax.text(
                 x + box_w / 2,
                 y + 0.2,
-                f"{_human(row['total'])} params\n{_human(row['trainable'])} trainable",
+                f"{_human(row['total'])} params\n{_trainable_text(row)}",
                 ha="center",
                 va="center",
                 fontsize=7.5,
@@ -350,7 +365,7 @@ def architecture_diagram(
     trainable = sum(int(r["trainable"]) for r in param_rows)
     subtitle = (
         f"shapes measured by a forward pass (C\u00d7H\u00d7W); parameters: "
-        f"{total:,} total, {trainable:,} trainable"
+        f"{total:,} total, {trainable:,} trainable" + (f" ({setting})" if setting else "")
     )
     if extra:
         subtitle += "; also " + ", ".join(
@@ -370,11 +385,14 @@ def augmentation_grid(
     colormap: Any = None,
     title: str = "",
     captions: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
 ) -> Figure:
     """Row (a): augmented inputs; row (b): their label images in the palette (figs 02-04).
 
     ``images`` uint8 (N,H,W,3) (already denormalized), ``labels`` int (N,H,W) with 255 =
     ignore, drawn in the palette's colour 255. For Mixup pass the argmax label image.
+    ``names`` (the preset's class names, ``data.class_names``) adds a legend of the classes
+    present in the label row (and the ignore colour where it is drawn).
     """
     imgs = _as_rgb_images(images)
     labs = _as_label_maps(labels)
@@ -393,6 +411,13 @@ def augmentation_grid(
             axes[0, i].set_title(str(captions[i]), fontsize=8)
     axes[0, 0].set_ylabel("(a) input", fontsize=10)
     axes[1, 0].set_ylabel("(b) label", fontsize=10)
+    if names is not None:
+        present = np.unique(labs)
+        ids = [int(i) for i in present if int(i) != 255]
+        handles = class_legend_handles(ids, names, colormap, ignore=bool((present == 255).any()))
+        if handles:
+            fig.legend(handles=handles, loc="outside lower center", fontsize=8, frameon=False,
+                       ncol=min(len(handles), 6))
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
@@ -434,6 +459,14 @@ def seed_spread(frames: Sequence[Any], column: str, band: str = "minmax"):
         half = t * sd / np.sqrt(np.maximum(n, 1))
         lo, hi = mean - half, mean + half
     return table.index.to_numpy(), mean, lo, hi, n
+
+
+def _clip_band(column: str, lo: Any, hi: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A seed band kept within the column's range: a loss is never below 0, a ratio (mIoU,
+    Dice, IoU, accuracy) within [0, 1] (a t-interval of few seeds can reach past both)."""
+    top = np.inf if column.endswith("loss") else 1.0
+    return np.clip(np.asarray(lo, dtype=float), 0.0, top), np.clip(np.asarray(hi, dtype=float),
+                                                                   0.0, top)
 
 
 def learning_curves(
@@ -485,6 +518,7 @@ def learning_curves(
                     ax.plot(f["epoch"], f[column], color=c, linestyle=style, linewidth=0.6,
                             alpha=0.45, label="_nolegend_")
                 if band != "none":
+                    lo, hi = _clip_band(column, lo, hi)
                     ax.fill_between(ep, lo, hi, color=c, alpha=0.15, linewidth=0,
                                     label="_nolegend_")
             ax.plot(ep, mean, color=c, linestyle=style, marker=marker, markersize=3,
@@ -509,6 +543,8 @@ def learning_curves(
         "heldout_pixel_acc": "held-out pixel accuracy",
     }
     ax_metric.set_xlabel("epoch")
+    for ax in (ax_loss, ax_metric):  # epochs are whole numbers: no 1.25, 2.5 ticks
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_metric.set_ylabel(nice.get(metric, metric))
     ax_metric.set_title(f"{nice.get(metric, metric)} per epoch", fontsize=10)
     ax_metric.grid(alpha=0.3)

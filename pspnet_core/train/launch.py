@@ -204,7 +204,9 @@ def log_dir(cfg: StudyConfig, opts: JobOptions) -> Path:
 
 
 def slurm_executor(folder: Path, cfg: StudyConfig, opts: JobOptions) -> submitit.SlurmExecutor:
-    """A ``SlurmExecutor`` with the job options (one node; ``procs_per_job`` tasks)."""
+    """A ``SlurmExecutor`` with the job options (one node; ``procs_per_job`` tasks); logs in
+    ``folder/<job id>`` (sbatch and the job itself substitute ``%j``; nothing creates it
+    literally)."""
     ex = submitit.SlurmExecutor(folder=folder / "%j")
     params: dict[str, Any] = dict(
         job_name=f"pspnet-{cfg.name}", time=opts.time_min, nodes=1,
@@ -223,7 +225,11 @@ def slurm_executor(folder: Path, cfg: StudyConfig, opts: JobOptions) -> submitit
 
 
 def local_executor(folder: Path, opts: JobOptions) -> submitit.LocalExecutor:
-    ex = submitit.LocalExecutor(folder=folder / "%j")
+    """A ``LocalExecutor`` writing into ``folder`` itself: its job controller creates the
+    folder it is given before substituting the job id (submitit 1.5), so ``folder / "%j"``
+    would leave a literal ``%j`` folder; the log names carry the job id
+    (``<pid>_<task>_log.out``), so one flat folder keeps jobs apart."""
+    ex = submitit.LocalExecutor(folder=folder)
     ex.update_parameters(timeout_min=opts.time_min, tasks_per_node=opts.procs_per_job,
                          gpus_per_node=opts.gpus_per_job)
     return ex
