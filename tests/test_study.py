@@ -9,6 +9,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from pspnet_core.store import studystate
 from pspnet_core.study import cli, execute, plan, reproduce, storing
 from pspnet_core.system.paths import SOURCE_ROOT
 from pspnet_core.train.progress import format_epoch_line, format_resume_line
@@ -38,9 +39,10 @@ def notebooks(tmp_path):
     figs = tmp_path / "figures" / "smoke"
     _nb(
         nb_dir / "01_figure.ipynb",
-        "from matplotlib.figure import Figure\nfrom pspnet_core.results import plots\n"
+        "import os\nfrom matplotlib.figure import Figure\nfrom pspnet_core.results import plots\n"
         "fig = Figure()\nfig.subplots().plot([0, 1])\n"
-        f"plots.save_figure(fig, {str(figs)!r}, 'fig01_test')\n"
+        f"plots.save_figure(fig, os.environ.get('PSPNET_STUDY_FIGURES', {str(figs)!r}), "
+        "'fig01_test')\n"
         "print('preset', preset, 'overrides', overrides)",
     )
     _nb(
@@ -106,7 +108,8 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
         "03_learning_curves-sgd",
         "03_learning_curves-adam",
     ]
-    assert (figs / "fig01_test.png").is_file()
+    # a partial study (only): its figures beside its outputs, the reference folder untouched
+    assert (out / "figures" / "fig01_test.png").is_file() and not figs.exists()
     for name in ("01_figure", "03_learning_curves-sgd", "03_learning_curves-adam"):
         assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.html").is_file()
     adam = nbformat.read(out / "03_learning_curves-adam.ipynb", as_version=4)
@@ -122,7 +125,7 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
     index = res.index.read_text()
     links = re.findall(r'(?:href|src)="([^"]+)"', index)
     assert "01_figure.html" in links and "03_learning_curves-adam.html" in links
-    assert "../../figures/smoke/fig01_test.png" in links
+    assert "figures/fig01_test.png" in links
     for link in links:  # relative links resolve
         assert not link.startswith("/") and (out / link).exists(), link
 
@@ -137,10 +140,12 @@ def test_run_study_success_then_failure(notebooks, tmp_path):
     index = res.index.read_text()
     assert 'class="failed"' in index and "boom in cell two" in index
     assert "02_fail.html" in index
-    # the 03 outputs of the first study are not this study's: deleted, listed as not run
-    assert re.search(r"<td>03_learning_curves-sgd</td><td></td><td>not run</td>", index)
-    assert "03_learning_curves-adam.html" not in index
-    assert not list(out.glob("03_learning_curves-*"))
+    # the 03 outputs of the first study are not this study's: kept (nothing is deleted before
+    # its replacement exists), listed as not run and linked as an earlier study's
+    assert re.search(r'<td><a href="03_learning_curves-sgd.html">03_learning_curves-sgd</a>'
+                     r'</td><td><a href="03_learning_curves-sgd.ipynb">.ipynb</a></td>'
+                     r"<td>not run</td>.*an earlier study", index)
+    assert len(list(out.glob("03_learning_curves-*"))) == 4
     assert "fig01_test <em>(from an earlier study)</em>" not in index  # rewritten by 01
     assert "FAILED" in logs[-1]
     table = "\n".join(logs)
@@ -256,9 +261,12 @@ def test_summary_table():
     assert lines[3].split() == ["02_b", "not", "run"]
 
 
-def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path, monkeypatch):
-    """Ctrl-C in the second notebook: the index is rewritten (finally), the interrupted and the
-    never-run notebooks lose their HTML of an earlier study, and the interrupt propagates."""
+def test_interrupt_marks_the_notebook_and_keeps_the_earlier_outputs(notebooks, tmp_path,
+                                                                     monkeypatch):
+    """Ctrl-C in the second notebook: the index is rewritten (finally), the interrupt
+    propagates, and nothing is deleted before its replacement exists: each notebook executes
+    into a hidden file that replaces its earlier output only when it ends, the interrupted and
+    the never-run notebooks keep their earlier study's outputs, linked and said so."""
     import papermill
 
     nb_dir, figs = notebooks
@@ -273,7 +281,7 @@ def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path
 
     def fake_execute(src, dst, **kw):
         seen_index.append((out / "index.html").read_text())
-        assert not Path(dst).with_suffix(".html").exists()  # stale HTML gone before it runs
+        assert Path(dst).name.startswith(".") and Path(dst).parent == out  # not over the old
         assert kw["config"].KernelManager.transport == "ipc"
         if "02_fail" in src:
             Path(dst).write_text("half-written")
@@ -284,16 +292,21 @@ def test_interrupt_marks_the_notebook_and_removes_stale_html(notebooks, tmp_path
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         execute.run_study("smoke", notebooks_dir=nb_dir, outputs_dir=out, figures_dir=figs,
-                        kernel="python3", log=logs.append, train_first=False)
-    assert "<td>02_fail</td><td></td><td>running</td>" in seen_index[1]
-    assert "<td>03_learning_curves-adam</td><td></td><td>pending</td>" in seen_index[1]
+                          kernel="python3", log=logs.append, train_first=False)
+    assert ('<td><a href="02_fail.html">02_fail</a></td><td><a href="02_fail.ipynb">.ipynb</a>'
+            '</td><td>running</td>') in seen_index[1]
+    assert '03_learning_curves-adam</a></td>' in seen_index[1] and "pending" in seen_index[1]
     index = (out / "index.html").read_text()
     assert '<tr class="ok"><td><a href="01_figure.html">' in index
-    assert re.search(r'<tr class="interrupted"><td>02_fail</td>.*interrupted', index)
-    assert index.count("not run</td>") == 2 and "did not finish" in index
+    assert re.search(r'<tr class="interrupted"><td><a href="02_fail.html">02_fail</a>.*'
+                     r"interrupted.*an earlier study", index, re.S)
+    assert index.count("not run</td>") == 2 and "did not finish (interrupted)" in index
     assert (out / "01_figure.html").read_text() != "old"  # re-exported
-    assert not (out / "02_fail.html").exists() and (out / "02_fail.ipynb").exists()
-    assert not list(out.glob("03_*"))
+    assert (out / "02_fail.html").read_text() == "old" and (out / "02_fail.ipynb").read_text() \
+        == "{}"  # the earlier study's, kept
+    assert not list(out.glob(".*.running.ipynb"))  # the interrupted half is not kept
+    assert (out / "03_learning_curves-adam.html").read_text() == "old"
+    assert studystate.index_state(out) == "interrupted"
     assert "FAILED" in logs[-1] and any("interrupted" in line for line in logs)
 
 
@@ -422,7 +435,7 @@ def test_the_reference_is_written_only_on_purpose(tmp_path, monkeypatch):
     lines: list[str] = []
 
     def rerun(**kw):
-        reproduce.reproduction(preset, None, out, fig, reproduce.reference_files(fig),
+        reproduce.reproduction(preset, None, out, fig, fig, reproduce.reference_files(fig),
                                lines.append, **kw)
 
     rerun(write_reference=True)  # the first whole study: no reference yet
@@ -437,3 +450,28 @@ def test_the_reference_is_written_only_on_purpose(tmp_path, monkeypatch):
     assert any("is kept" in line and "--update-reference" in line for line in lines)
     rerun(write_reference=True)  # --update-reference
     assert (fig / "results.csv").read_text() == first
+
+
+def test_a_partial_study_writes_its_figures_beside_its_outputs_not_over_the_reference(
+        notebooks, tmp_path, monkeypatch):
+    """--only or --param: the notebooks' figures go to outputs/<preset>/figures; a whole study
+    writes the reference folder. A notebook outside a study (JupyterLab, papermill) writes to
+    outputs/<preset>/figures too: notebook.figure_dir reads what the study told its kernels."""
+    from pspnet_core.config import load_params
+    from pspnet_core.store.studystate import FIGURES_ENV
+    from pspnet_core.study import notebook
+
+    nb_dir, figs = notebooks
+    out = tmp_path / "outputs" / "smoke"
+    whole = execute._prepare("smoke", None, nb_dir, out, figs, None, None)
+    assert whole.fig_dir == whole.ref_dir == figs
+    for only, params in (("01", None), (None, {"optimizer": "adam"})):
+        part = execute._prepare("smoke", only, nb_dir, out, figs, None, params)
+        assert part.ref_dir == figs and part.fig_dir == out / "figures"
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path))
+    cfg = load_params("smoke")
+    monkeypatch.delenv(FIGURES_ENV, raising=False)
+    assert notebook.figure_dir(cfg) == tmp_path / "outputs" / "smoke" / "figures"
+    assert notebook.reference_dir(cfg) == tmp_path / "figures" / "smoke"
+    monkeypatch.setenv(FIGURES_ENV, str(figs))
+    assert notebook.figure_dir(cfg) == figs

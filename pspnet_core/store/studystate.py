@@ -27,6 +27,10 @@ INDEX_FILE = "index.html"
 STUDY_PID_FILE = ".study.pid"
 # the environment variable that tells the study's pspnet-train child which folder is its study's
 OUTPUTS_ENV = "PSPNET_STUDY_OUTPUTS"
+# the environment variable that tells a study's notebook kernels where their figures go: the
+# reference folder figures/<preset> for a whole study, outputs/<preset>/figures for a partial
+# one; a notebook run outside a study (JupyterLab, papermill) writes to outputs/<preset>/figures
+FIGURES_ENV = "PSPNET_STUDY_FIGURES"
 STATES = ("running", "finished", "failed", "interrupted")
 TEMPLATE = Path(__file__).parent / "templates" / "index.html.j2"
 

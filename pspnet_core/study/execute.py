@@ -29,7 +29,7 @@ from typing import Any
 
 from pspnet_core.config import StudyConfig, load_params
 from pspnet_core.store import lock, provenance, studystate
-from pspnet_core.store.studystate import OUTPUTS_ENV, STUDY_PID_FILE, Row
+from pspnet_core.store.studystate import FIGURES_ENV, OUTPUTS_ENV, STUDY_PID_FILE, Row
 from pspnet_core.study.contract import contract, missing_runs
 from pspnet_core.study.plan import Job, StudyError, notebook_parameters, plan, preset_of
 from pspnet_core.study.reproduce import reference_files, reproduction
@@ -135,8 +135,9 @@ def train_runs(preset_value: str, overrides: dict[str, Any] | None,
         raise StudyTrainingError(f"training failed (pspnet-train exit {code}): {last}")
 
 
-def _describe_failure(job: Job, output: Path, err: Exception) -> str:
-    """Name the notebook and the failing cell of a papermill error."""
+def _describe_failure(job: Job, output: Path, err: Exception, shown: Path) -> str:
+    """Name the notebook and the failing cell of a papermill error (``output``: the executed
+    notebook as written so far; ``shown``: where it will be kept)."""
     from papermill.exceptions import PapermillExecutionError
 
     where = f"notebook {job.notebook.name}"
@@ -163,7 +164,7 @@ def _describe_failure(job: Job, output: Path, err: Exception) -> str:
     return (
         f"{where} failed in {cell} (counting markdown cells; In [{err.exec_count}] of the "
         f"executed notebook): {first[:80]!r}\n  {err.ename}: {err.evalue}\n"
-        f"  traceback in the executed notebook: {output}"
+        f"  traceback in the executed notebook: {shown}"
     )
 
 
@@ -263,11 +264,6 @@ def summary_table(results: Sequence[JobResult], pending: Sequence[Job] = ()) -> 
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        p.unlink(missing_ok=True)
-
-
 def _kernel_config(ipc_dir: Path):
     """nbclient config: the kernel talks over IPC sockets in ``ipc_dir`` (no TCP, so no
     "Kernel is running over TCP without encryption" warning, and no open ports)."""
@@ -288,7 +284,8 @@ class _Study:
     cfg: StudyConfig
     nb_dir: Path
     out_dir: Path
-    fig_dir: Path
+    fig_dir: Path  # where this study's notebooks write their figures
+    ref_dir: Path  # the reference folder (figures/<preset>): results.csv, the committed figures
     jobs: list[Job]
     per_job: dict[str, dict[str, Any]]
     skips: dict[str, str | None]
@@ -300,12 +297,28 @@ class _Study:
         def rel(path: Path | None) -> str | None:
             return None if path is None else os.path.relpath(path, self.out_dir)
 
-        rows = [Row(r.job.name, r.status, r.seconds, rel(r.html), rel(r.output), r.figures,
-                    r.error or r.note) for r in self.results]
+        def earlier(job: Job) -> tuple[str | None, str | None, str | None]:
+            """An earlier study's outputs of a notebook this study has not (re)run: linked,
+            and said so; nothing is deleted before its replacement exists."""
+            html, ipynb = (self.out_dir / f"{job.name}{ext}" for ext in (".html", ".ipynb"))
+            kept = [p for p in (html, ipynb) if p.is_file()]
+            return (rel(html) if html.is_file() else None, rel(ipynb) if ipynb.is_file() else None,
+                    "outputs linked here are an earlier study's" if kept else None)
+
+        rows = []
+        for r in self.results:
+            if r.status == "interrupted":
+                html, ipynb, note = earlier(r.job)
+                rows.append(Row(r.job.name, r.status, r.seconds, html, ipynb, r.figures,
+                                "; ".join(t for t in (r.error, note) if t)))
+            else:
+                rows.append(Row(r.job.name, r.status, r.seconds, rel(r.html), rel(r.output),
+                                r.figures, r.error or r.note))
         waiting = ([running] if running is not None else []) + self.pending
         for job in waiting:
             status = "not run" if finished else ("running" if job is running else "pending")
-            rows.append(Row(job.name, status))
+            html, ipynb, note = earlier(job)
+            rows.append(Row(job.name, status, None, html, ipynb, [], note))
         return rows
 
     def state(self, finished: bool) -> str:
@@ -337,8 +350,10 @@ def _prepare(preset: str | os.PathLike, only: str | Iterable[str] | None,
                                                             **job.parameters})
              for job in jobs}
     out_dir = Path(outputs_dir) if outputs_dir is not None else resolve("outputs") / name
-    fig_dir = Path(figures_dir) if figures_dir is not None else default_figs
-    return _Study(name, value, cfg, nb_dir, out_dir, fig_dir, jobs, per_job, skips,
+    ref_dir = Path(figures_dir) if figures_dir is not None else default_figs
+    partial = only is not None or bool(notebook_params)
+    fig_dir = out_dir / "figures" if partial else ref_dir  # a partial study: never the reference
+    return _Study(name, value, cfg, nb_dir, out_dir, fig_dir, ref_dir, jobs, per_job, skips,
                   time.time(), pending=list(jobs))
 
 
@@ -362,6 +377,7 @@ def _execute(st: _Study, job: Job, kernel_name: str, ipc_dir: Path, overrides: d
     import papermill as pm
 
     output = st.out_dir / f"{job.name}.ipynb"
+    running = st.out_dir / f".{job.name}.running.ipynb"  # replaces ``output`` once it ended
     params: dict[str, Any] = {"preset": st.value, **st.per_job[job.name], **job.parameters}
     if overrides:
         params["overrides"] = dict(overrides)
@@ -370,20 +386,24 @@ def _execute(st: _Study, job: Job, kernel_name: str, ipc_dir: Path, overrides: d
     sinks = (EpochEcho(log, "stdout"), EpochEcho(log, "stderr")) if echo else (None,) * 2
     status, error = "interrupted", "interrupted (Ctrl-C or SIGTERM) while running"
     try:
-        pm.execute_notebook(str(job.notebook), str(output), parameters=params,
+        pm.execute_notebook(str(job.notebook), str(running), parameters=params,
                             kernel_name=kernel_name, cwd=str(st.nb_dir),
                             progress_bar=progress_bar, request_save_on_cell_execute=True,
                             stdout_file=sinks[0], stderr_file=sinks[1],
                             config=_kernel_config(ipc_dir))
         status, error = "ok", None
     except Exception as err:  # noqa: BLE001 - reported with the notebook and cell
-        status, error = "failed", _describe_failure(job, output, err)
+        status, error = "failed", _describe_failure(job, running, err, output)
     finally:
         for sink in sinks:
             if sink is not None:
                 sink.close()
-        result = JobResult(job, status, time.perf_counter() - t,
-                           output if output.exists() else None, None, error,
+        if status != "interrupted" and running.is_file():
+            os.replace(running, output)  # the earlier study's notebook stays until now
+        running.unlink(missing_ok=True)  # an interrupted run's half: the earlier one is kept
+        ran = status != "interrupted" and output.exists()
+        result = JobResult(job, status, time.perf_counter() - t, output if ran else None, None,
+                           error,
                            _written(before, _figure_state(st.fig_dir)))
         st.results.append(result)
         provenance.mark_notebook(st.fig_dir, result.figures, job.notebook.stem)
@@ -424,7 +444,7 @@ def run_study(
     t0 = time.perf_counter()
     st = _prepare(preset, only, notebooks_dir, outputs_dir, figures_dir, overrides,
                   notebook_params)
-    reference = reference_files(st.fig_dir)  # read before the notebooks overwrite it
+    reference = reference_files(st.ref_dir)  # read before the notebooks overwrite it
     kernel_name = choose_kernel(kernel, log)
     n = len(st.jobs)
     log(f"study: preset {st.name!r}, {n} notebook run(s), kernel {kernel_name!r} -> {st.out_dir}")
@@ -432,6 +452,11 @@ def run_study(
     log(f"precision {precision}")
     held = _hold_outputs(st.out_dir)  # before any write: a refused second study changes nothing
     ipc_dir = Path(tempfile.mkdtemp(prefix="pspnet-kernel-"))
+    previous_figures = os.environ.get(FIGURES_ENV)
+    os.environ[FIGURES_ENV] = str(st.fig_dir.resolve())  # the kernels inherit it
+    if st.fig_dir != st.ref_dir:
+        log(f"figures of this partial study go to {st.fig_dir} (the reference {st.ref_dir} is "
+            "written only by a whole study)")
     job: Job | None = None
     index: Path | None = None
     try:
@@ -447,7 +472,6 @@ def run_study(
                 log(f"[{i}/{n}] {job.name}: skipped: {st.skips[job.name]}")
                 job = None
                 continue
-            _remove(st.out_dir / f"{job.name}.html")  # never next to a notebook being rewritten
             st.write(running=job)
             extra = " ".join(f"{k}={v}" for k, v in {**st.per_job[job.name],
                                                        **job.parameters}.items())
@@ -464,14 +488,16 @@ def run_study(
                 break
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
+        if previous_figures is None:
+            os.environ.pop(FIGURES_ENV, None)
+        else:
+            os.environ[FIGURES_ENV] = previous_figures
         if job is not None and not (st.results and st.results[-1].job is job):
             st.pending.insert(0, job)  # interrupted before it started
-        for left in st.pending:  # outputs of an earlier study that this one did not reproduce
-            _remove(st.out_dir / f"{left.name}.html", st.out_dir / f"{left.name}.ipynb")
         total = time.perf_counter() - t0
         if st.state(finished=True) == "finished":
             partial = only is not None or bool(notebook_params)
-            reproduction(st.value, overrides, st.out_dir, st.fig_dir, reference, log,
+            reproduction(st.value, overrides, st.out_dir, st.fig_dir, st.ref_dir, reference, log,
                          write_reference=update_reference or (
                              not partial and "results.csv" not in reference),
                          mark_code=not partial)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from pspnet_core.config import SGD_MIX, StudyConfig, load_params, show
+from pspnet_core.store.studystate import FIGURES_ENV
 from pspnet_core.study.contract import check_names, check_parameters, missing_runs
 from pspnet_core.system import errors, paths, process
 
@@ -118,7 +119,19 @@ def check_index(key: str, value: int | None, n: int) -> None:
 
 
 def figure_dir(cfg: StudyConfig) -> Path:
-    """``<figures_dir>/<name>`` of a preset, resolved against the project root."""
+    """Where a notebook's figures go. In a whole study (``pspnet-study``, ``make study``): the
+    reference folder ``<figures_dir>/<name>`` the repository commits. Anywhere else (JupyterLab,
+    ``papermill``, a study with ``--only`` or ``--param``): ``outputs/<name>/figures``, so a
+    partial or interactive rerun never overwrites the reference figures."""
+    chosen = os.environ.get(FIGURES_ENV)
+    if chosen:
+        return Path(chosen)
+    return paths.resolve("outputs") / cfg.name / "figures"
+
+
+def reference_dir(cfg: StudyConfig) -> Path:
+    """``<figures_dir>/<name>`` of a preset, resolved against the project root: the figures,
+    ``claims.md`` and ``results.csv`` a whole study writes and the repository commits."""
     return paths.resolve(cfg.figures_dir) / cfg.name
 
 

@@ -218,7 +218,8 @@ def reference_files(fig_dir: Path) -> dict[str, str]:
 
 
 def reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
-                  fig_dir: Path, reference: dict[str, str], log: Callable[[str], None],
+                  fig_dir: Path, ref_dir: Path, reference: dict[str, str],
+                  log: Callable[[str], None],
                   *, write_reference: bool = False, mark_code: bool = True) -> None:
     """After a finished study: results.csv in outputs/ (and, with ``write_reference``, as the
     reference in the figure folder), the code commit in provenance.json (``mark_code``), and
@@ -231,17 +232,17 @@ def reproduction(preset: Any, overrides: dict[str, Any] | None, out_dir: Path,
     text = table.to_csv(index=False)
     atomic_write_text(out_dir / "results.csv", text)
     if write_reference:
-        atomic_write_text(fig_dir / "results.csv", text)
+        atomic_write_text(ref_dir / "results.csv", text)
     elif "results.csv" in reference:
-        log(f"  (the reference {fig_dir / 'results.csv'} is kept; this rerun's numbers are in "
+        log(f"  (the reference {ref_dir / 'results.csv'} is kept; this rerun's numbers are in "
             f"{out_dir / 'results.csv'}; --update-reference makes them the reference)")
     if mark_code:
-        provenance.mark_notebook(fig_dir, [], "", commit=provenance.code_commit())
+        provenance.mark_notebook(ref_dir, [], "", commit=provenance.code_commit())
     comparison = pd.DataFrame()
     if "results.csv" in reference:
         try:
             comparison = compare(
-                read_results(reference["results.csv"], fig_dir / "results.csv"), table)
+                read_results(reference["results.csv"], ref_dir / "results.csv"), table)
         except ResultsFileError as err:
             log(f"  (reference unreadable: {err}; no comparison)")
     claims_now = (fig_dir / "claims.md").read_text() if (fig_dir / "claims.md").is_file() else ""
