@@ -1,9 +1,12 @@
-"""Datasets of the study (docs/method.md#data): VOC2012 (or its generated stand-in, or your own
-folder of images + index masks: ``folder.py``) and the leaf disease set, read through
-Albumentations (``augment.py``) and loaded by seeded DataLoaders
-(``loading.py``).
+"""Datasets of the study (docs/method.md#data, the paper's data section: VOC2012 split into
+1400 training and 500 held-out images, and the leaf disease set): VOC2012 (``voc.py``), its
+generated stand-in (``synthetic.py``) or your own folder of images + index masks
+(``folder.py``), and the leaf set (``leaf.py``), read through Albumentations (``augment.py``)
+and loaded by seeded DataLoaders (``loading.py``).
 
-``build_datasets(run_cfg) -> (train, heldout)``; ``build_eval_dataset(run_cfg, split)``.
+``build_datasets(run_cfg) -> (train, heldout)``; ``build_eval_dataset(run_cfg, split)``. Each
+reader takes ``(root, data: DataConfig, read: ReadSpec)``; ``dataset_root`` is a pure path and
+``ensure_dataset`` the one step that generates the synthetic sets.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pspnet_core.data.loading import (
     DataError,
     DatasetNotFoundError,
     PairedDataset,
+    ReadSpec,
     make_loader,
 )
 from pspnet_core.data.synthetic import ensure_synthetic_leaf, ensure_synthetic_voc
@@ -29,53 +33,50 @@ from pspnet_core.system import paths
 
 __all__ = [
     "IGNORE_INDEX", "VOC_CLASSES", "DataError", "DatasetNotFoundError", "FolderDataset",
-    "LeafDataset",
-    "PairedDataset", "VOCDataset", "build_datasets", "build_eval_dataset", "build_transform",
-    "denormalize", "dataset_root", "make_loader", "voc_colormap", "class_names", "class_palette",
-    "names_and_palette",
+    "LeafDataset", "PairedDataset", "ReadSpec", "VOCDataset", "build_datasets",
+    "build_eval_dataset", "build_transform", "denormalize", "dataset_root", "ensure_dataset",
+    "make_loader", "voc_colormap", "class_names", "class_palette", "names_and_palette",
 ]  # fmt: skip
 
 
 def dataset_root(data: DataConfig, task: Literal["voc", "leaf"]) -> Path:
-    """``resolve(data.root) / data.voc_root`` (holds VOCdevkit/VOC2012, or with
+    """Where ``task``'s data lives, a pure path (nothing is read or written):
+    ``resolve(data.root) / data.voc_root`` (holds VOCdevkit/VOC2012, or with
     ``voc_source: folder`` the image and mask folders) or ``/ data.leaf_root`` (holds images/ and
-    masks/); generated first when the source is synthetic. An absolute ``voc_root`` /
-    ``leaf_root`` is used as it is."""
-    base = paths.resolve(data.root)
-    if task == "voc":
-        root = base / data.voc_root
-        if data.voc_source == "synthetic":
-            ensure_synthetic_voc(root, data.synthetic_voc_images, data.synthetic_size,
-                                 data.synthetic_seed)
-        return root
-    root = base / data.leaf_root
-    if data.leaf_source == "synthetic":
+    masks/). An absolute ``voc_root`` / ``leaf_root`` is used as it is."""
+    return paths.resolve(data.root) / (data.voc_root if task == "voc" else data.leaf_root)
+
+
+def ensure_dataset(data: DataConfig, task: Literal["voc", "leaf"]) -> Path:
+    """:func:`dataset_root`, with the generated stand-in written there first (once per
+    parameter set, ``synthetic.py``) when ``task``'s source is ``synthetic``; a real source
+    (VOC2012, a folder) is left as it is and read, or reported missing, by its reader."""
+    root = dataset_root(data, task)
+    if task == "voc" and data.voc_source == "synthetic":
+        ensure_synthetic_voc(root, data.synthetic_voc_images, data.synthetic_size,
+                             data.synthetic_seed)
+    elif task == "leaf" and data.leaf_source == "synthetic":
         ensure_synthetic_leaf(root, data.synthetic_leaf_images, data.synthetic_size,
                               data.synthetic_seed)
     return root
 
 
 def _datasets(run_cfg: RunConfig, train_kind: str) -> tuple[PairedDataset, PairedDataset]:
+    """(train, held-out) of ``run_cfg``'s task: the DataConfig goes to its reader whole, with
+    the one :class:`ReadSpec` of this run (transforms, decode size)."""
     data = run_cfg.data
-    leaf = run_cfg.task == "leaf"
-    fill = 0 if leaf else IGNORE_INDEX
-    train_tf = build_transform(train_kind, run_cfg.image_size, run_cfg.augment, fill,
-                               seed=run_cfg.seed)
-    eval_tf = build_transform("none", run_cfg.image_size, run_cfg.augment, fill)
-    root = dataset_root(data, run_cfg.task)
-    if leaf:  # leaf_source synthetic or folder ("kaggle" is read as folder): one layout
-        return leaf_datasets(root, data.leaf_heldout_fraction, data.split_seed, train_tf, eval_tf,
-                             decode_size=2 * run_cfg.image_size)
-    if data.voc_source == "folder":  # JPEGs decode at >= 2x the input size (loading.open_rgb)
-        return folder_datasets(root, data.n_train, data.n_heldout, data.split_seed, train_tf,
-                               eval_tf, run_cfg.num_classes, data.ignore_index,
-                               decode_size=2 * run_cfg.image_size,
-                               images=data.folder_images, masks=data.folder_masks,
-                               heldout_images=data.heldout_images,
-                               heldout_masks=data.heldout_masks)
-    return voc_datasets(root, data.voc_image_set, data.n_train, data.n_heldout, data.split_seed,
-                        train_tf, eval_tf, run_cfg.num_classes, data.download,
-                        decode_size=2 * run_cfg.image_size)
+    fill = 0 if run_cfg.task == "leaf" else IGNORE_INDEX  # leaf: no ignore label
+    read = ReadSpec.for_input(
+        run_cfg.image_size,
+        build_transform(train_kind, run_cfg.image_size, run_cfg.augment, fill, seed=run_cfg.seed),
+        build_transform("none", run_cfg.image_size, run_cfg.augment, fill),
+    )
+    root = ensure_dataset(data, run_cfg.task)
+    if run_cfg.task == "leaf":  # leaf_source synthetic or folder ("kaggle" is read as folder)
+        return leaf_datasets(root, data, read)
+    if data.voc_source == "folder":
+        return folder_datasets(root, data, read)
+    return voc_datasets(root, data, read)  # voc2012 or its generated stand-in
 
 
 def build_datasets(run_cfg: RunConfig) -> tuple[PairedDataset, PairedDataset]:

@@ -18,8 +18,10 @@ error that names the mask.
 
 Large photos: a JPEG much larger than the network input is decoded at a reduced size
 (``loading.open_rgb`` with PIL's ``draft``: libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never
-below ``decode_size`` on either side; the datasets pass twice the input size, so the affine
-preset's upscaling keeps its detail). Its mask is then resized to the decoded size (nearest).
+below ``decode_size`` on either side; :class:`~pspnet_core.data.loading.ReadSpec` sets it to
+twice the input size, so the affine preset's upscaling keeps its detail). Its mask is then
+resized to the decoded size (nearest: ``loading.fit_mask``). docs/method.md#data states the
+paper's data section (the seeded 1400 / 500 split) and how this source follows it.
 """
 
 from __future__ import annotations
@@ -29,15 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from pspnet_core.config import DataConfig
 from pspnet_core.data.loading import (
     DataError,
     DatasetNotFoundError,
     Pair,
     PairedDataset,
+    ReadSpec,
     check_labels,
     check_pair,
+    fit_mask,
     open_rgb,
     pairs_by_stem,
     read_mask,
@@ -94,62 +98,49 @@ class FolderDataset(PairedDataset):
         check_labels(mask, self.num_classes, pair.mask, self.ignore_index)
         if self.ignore_index != IGNORE_INDEX:
             mask = np.where(mask == self.ignore_index, IGNORE_INDEX, mask).astype(np.uint8)
-        if image.shape[:2] != mask.shape:  # the JPEG was decoded reduced
-            small = Image.fromarray(mask).resize(
-                (image.shape[1], image.shape[0]), Image.Resampling.NEAREST
-            )
-            mask = np.asarray(small, dtype=np.uint8)
-        return image, mask
+        return image, fit_mask(mask, image)  # a JPEG decoded reduced: its labels follow
+
+
+def _draw(pairs: list[Pair], n: int, seed: int, where: Path, key: str) -> list[Pair]:
+    """A seeded draw of ``n`` of ``pairs`` (in stem order) from one folder pair."""
+    if len(pairs) < n:
+        raise DataError(f"the folder {where} has {len(pairs)} image/mask pairs but data.{key} = "
+                        f"{n} were asked; lower it")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    return [pairs[i] for i in sorted(order[:n].tolist())]
 
 
 def folder_datasets(
-    root: str | Path,
-    n_train: int,
-    n_heldout: int,
-    split_seed: int,
-    train_transform: Callable[..., dict[str, Any]] | None,
-    heldout_transform: Callable[..., dict[str, Any]] | None,
-    num_classes: int,
-    ignore_index: int = IGNORE_INDEX,
-    decode_size: int | None = None,
-    images: str = "images",
-    masks: str = "masks",
-    heldout_images: str = "",
-    heldout_masks: str = "",
+    root: str | Path, data: DataConfig, read: ReadSpec
 ) -> tuple[FolderDataset, FolderDataset]:
-    """The seeded train / held-out draw (``n_train`` + ``n_heldout`` pairs) of a folder.
+    """The seeded train / held-out draw (``data.n_train`` + ``data.n_heldout`` pairs, the
+    paper's split of docs/method.md#data applied to your folder) of the pairs under ``root``
+    (``data.folder_images`` / ``data.folder_masks``), items read as ``read`` says.
 
-    With ``heldout_images`` / ``heldout_masks`` (subfolders of ``root``, e.g. a dataset's own
-    ``val`` / ``valannot``) the held-out pairs come from that pair of folders instead: a seeded
-    draw of ``n_train`` pairs from ``images``/``masks`` and of ``n_heldout`` from the held-out
-    pair, so no held-out image is a training image's neighbour of the same folder."""
-    if heldout_images:
-        train_pairs = folder_pairs(root, images, masks)
-        held_pairs = folder_pairs(root, heldout_images, heldout_masks or masks)
-        picked = []
-        for pairs, n, key, sub in ((train_pairs, n_train, "n_train", images),
-                                   (held_pairs, n_heldout, "n_heldout", heldout_images)):
-            if len(pairs) < n:
-                raise DataError(f"the folder {Path(root) / sub} has {len(pairs)} image/mask "
-                                f"pairs but data.{key} = {n} were asked; lower it")
-            order = np.random.default_rng(split_seed).permutation(len(pairs))
-            picked.append([pairs[i] for i in sorted(order[:n].tolist())])
-        return (
-            FolderDataset(picked[0], train_transform, num_classes, ignore_index, decode_size),
-            FolderDataset(picked[1], heldout_transform, num_classes, ignore_index, decode_size),
-        )
-    pairs = folder_pairs(root, images, masks)
-    try:
-        tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
-    except DataError:
-        need = n_train + n_heldout
-        raise DataError(
-            f"the folder {root} has {len(pairs)} image/mask pairs but data.n_train + "
-            f"data.n_heldout = {n_train} + {n_heldout} = {need} were asked; lower them"
-        ) from None
+    With ``data.heldout_images`` / ``data.heldout_masks`` (subfolders of ``root``, e.g. a
+    dataset's own ``val`` / ``valannot``) the held-out pairs come from that pair of folders
+    instead: a seeded draw of ``n_train`` pairs from the training folders and of ``n_heldout``
+    from the held-out pair, so no held-out image is a training image's neighbour of the same
+    folder."""
+    n_train, n_heldout, seed = data.n_train, data.n_heldout, data.split_seed
+    pairs = folder_pairs(root, data.folder_images, data.folder_masks)
+    if data.heldout_images:
+        held = folder_pairs(root, data.heldout_images, data.heldout_masks or data.folder_masks)
+        train_pairs = _draw(pairs, n_train, seed, Path(root) / data.folder_images, "n_train")
+        held_pairs = _draw(held, n_heldout, seed, Path(root) / data.heldout_images, "n_heldout")
+    else:
+        try:
+            tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, seed)
+        except DataError:
+            raise DataError(
+                f"the folder {root} has {len(pairs)} image/mask pairs but data.n_train + "
+                f"data.n_heldout = {n_train} + {n_heldout} = {n_train + n_heldout} were asked; "
+                "lower them"
+            ) from None
+        train_pairs, held_pairs = [pairs[i] for i in tr], [pairs[i] for i in ho]
     return (
-        FolderDataset([pairs[i] for i in tr], train_transform, num_classes, ignore_index,
-                      decode_size),
-        FolderDataset([pairs[i] for i in ho], heldout_transform, num_classes, ignore_index,
-                      decode_size),
+        FolderDataset(train_pairs, read.train_transform, data.num_classes, data.ignore_index,
+                      read.decode_size),
+        FolderDataset(held_pairs, read.heldout_transform, data.num_classes, data.ignore_index,
+                      read.decode_size),
     )

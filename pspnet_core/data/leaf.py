@@ -18,9 +18,10 @@ The mask rule (docs/method.md#data), checked for every mask when it is read:
 Large photos (the Kaggle set has JPEGs up to 2160x1440): as in the VOC and folder readers, a
 JPEG much larger than the network input is decoded reduced (``loading.open_rgb``: PIL's
 ``draft``, libjpeg's DCT scaling by 1/2, 1/4 or 1/8, never below ``decode_size`` on either
-side; the datasets pass twice the input size). The mask is checked at its stored size against
-the stored image size, then resized to the decoded size (nearest). Images smaller than twice
-``decode_size`` (the synthetic leaf set of every preset) decode exactly as before.
+side; ``loading.ReadSpec`` sets it to twice the input size). The mask is checked at its stored
+size against the stored image size, then resized to the decoded size (nearest:
+``loading.fit_mask``). Images smaller than twice ``decode_size`` (the synthetic leaf set of
+every preset) decode exactly as before.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
+from pspnet_core.config import DataConfig
 from pspnet_core.data.loading import (
     DataError,
     DatasetNotFoundError,
     Pair,
     PairedDataset,
+    ReadSpec,
     check_pair,
+    fit_mask,
     open_rgb,
     pairs_by_stem,
     read_mask,
@@ -119,26 +122,19 @@ class LeafDataset(PairedDataset):
         image, (w, h) = open_rgb(pair.image, self.decode_size)
         mask = leaf_target(read_mask(pair.mask), pair.mask)
         check_pair(np.empty((h, w), np.uint8), mask, pair.image, pair.mask)  # stored sizes
-        if image.shape[:2] != mask.shape:  # the JPEG was decoded reduced: labels follow
-            small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]),
-                                                 Image.Resampling.NEAREST)
-            mask = np.asarray(small, dtype=np.uint8)
-        return image, mask
+        return image, fit_mask(mask, image)  # a JPEG decoded reduced: its labels follow
 
 
 def leaf_datasets(
-    root: str | Path,
-    heldout_fraction: float,
-    split_seed: int,
-    train_transform: Callable[..., dict[str, Any]] | None,
-    heldout_transform: Callable[..., dict[str, Any]] | None,
-    decode_size: int | None = None,
+    root: str | Path, data: DataConfig, read: ReadSpec
 ) -> tuple[LeafDataset, LeafDataset]:
-    """The seeded train / held-out split; JPEGs at least twice ``decode_size`` on both sides
-    decode reduced (the caller passes twice the input size; None decodes everything whole)."""
+    """The seeded train / held-out split of the pairs under ``root`` (docs/method.md#data: a
+    ``data.leaf_heldout_fraction`` of them held out, drawn with ``data.split_seed``); items read
+    as ``read`` says (JPEGs at least twice ``read.decode_size`` on both sides decode reduced;
+    None decodes everything whole)."""
     pairs = leaf_pairs(root)
-    tr, ho = split_fraction(len(pairs), heldout_fraction, split_seed)
+    tr, ho = split_fraction(len(pairs), data.leaf_heldout_fraction, data.split_seed)
     return (
-        LeafDataset([pairs[i] for i in tr], train_transform, decode_size),
-        LeafDataset([pairs[i] for i in ho], heldout_transform, decode_size),
+        LeafDataset([pairs[i] for i in tr], read.train_transform, read.decode_size),
+        LeafDataset([pairs[i] for i in ho], read.heldout_transform, read.decode_size),
     )

@@ -261,7 +261,44 @@ def check_labels(
         )
 
 
+def fit_mask(mask: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """``mask`` resized (nearest) to ``image``'s height and width when they differ: a JPEG
+    decoded reduced (:func:`open_rgb`) takes its labels along, values unchanged (the one copy
+    of this step for the VOC, folder and leaf readers)."""
+    if image.shape[:2] == mask.shape:
+        return mask
+    small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]),
+                                         Image.Resampling.NEAREST)
+    return np.asarray(small, dtype=np.uint8)
+
+
 # ---------------------------------------------------------------- datasets
+
+DECODE_SCALE = 2  # readers decode JPEGs at >= this many times the network input a side
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """How a reader turns its pairs into items, built once per run by
+    ``pspnet_core.data._datasets`` (docs/method.md#data): the training split's transform, the
+    held-out split's (always the deterministic one), and ``decode_size``, the side below which
+    a large JPEG is never decoded (``DECODE_SCALE`` x the input size; None decodes everything
+    whole). Where the pairs come from and how they split is the reader's ``DataConfig``."""
+
+    train_transform: Callable[..., dict[str, Any]] | None = None
+    heldout_transform: Callable[..., dict[str, Any]] | None = None
+    decode_size: int | None = None
+
+    @classmethod
+    def for_input(
+        cls,
+        image_size: int,
+        train_transform: Callable[..., dict[str, Any]] | None,
+        heldout_transform: Callable[..., dict[str, Any]] | None,
+    ) -> ReadSpec:
+        """The spec of a network input of ``image_size`` px: decode at ``DECODE_SCALE`` x it, so
+        the affine preset's upscaling keeps its detail."""
+        return cls(train_transform, heldout_transform, DECODE_SCALE * int(image_size))
 
 
 @dataclass(frozen=True)
@@ -316,11 +353,7 @@ class PairedDataset(Dataset):
             check_labels(mask, self.num_classes, pair.mask)
         else:
             mask = (mask > 0).astype(np.uint8)
-        if image.shape[:2] != mask.shape:  # the JPEG was decoded reduced: labels follow
-            small = Image.fromarray(mask).resize((image.shape[1], image.shape[0]),
-                                                 Image.Resampling.NEAREST)
-            mask = np.asarray(small, dtype=np.uint8)
-        return image, mask
+        return image, fit_mask(mask, image)  # a JPEG decoded reduced: its labels follow
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.load_raw(index)

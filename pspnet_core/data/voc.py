@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 from torchvision.datasets import VOCSegmentation
 
-from pspnet_core.data.loading import DataError, DatasetNotFoundError, Pair, PairedDataset
+from pspnet_core.config import DataConfig
+from pspnet_core.data.loading import (
+    DataError,
+    DatasetNotFoundError,
+    Pair,
+    PairedDataset,
+    ReadSpec,
+)
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -150,22 +157,18 @@ class VOCDataset(PairedDataset):
 
 
 def voc_datasets(
-    root: str | Path,
-    image_set: str,
-    n_train: int,
-    n_heldout: int,
-    split_seed: int,
-    train_transform: Callable[..., dict[str, Any]] | None,
-    heldout_transform: Callable[..., dict[str, Any]] | None,
-    num_classes: int = 21,
-    download: bool = False,
-    decode_size: int | None = None,
+    root: str | Path, data: DataConfig, read: ReadSpec
 ) -> tuple[VOCDataset, VOCDataset]:
-    """The paper's seeded train / held-out split of ``image_set``; JPEGs much larger than
-    ``decode_size`` decode reduced (``loading.open_rgb``)."""
-    pairs = voc_pairs(root, image_set, download)
-    tr, ho = split_ids([p.id for p in pairs], n_train, n_heldout, split_seed)
+    """The paper's seeded train / held-out split (docs/method.md#data: ``data.n_train`` = 1400
+    and ``data.n_heldout`` = 500 images of VOC2012, drawn with ``data.split_seed``) of
+    ``data.voc_image_set`` under ``root``, fetched first when ``data.download``; items read as
+    ``read`` says (JPEGs much larger than ``read.decode_size`` decode reduced:
+    ``loading.open_rgb``)."""
+    pairs = voc_pairs(root, data.voc_image_set, data.download)
+    tr, ho = split_ids([p.id for p in pairs], data.n_train, data.n_heldout, data.split_seed)
     return (
-        VOCDataset([pairs[i] for i in tr], train_transform, num_classes, decode_size),
-        VOCDataset([pairs[i] for i in ho], heldout_transform, num_classes, decode_size),
+        VOCDataset([pairs[i] for i in tr], read.train_transform, data.num_classes,
+                   read.decode_size),
+        VOCDataset([pairs[i] for i in ho], read.heldout_transform, data.num_classes,
+                   read.decode_size),
     )

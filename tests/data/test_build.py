@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import albumentations as A
+import numpy as np
 import pytest
 import torch
 
 from pspnet_core.config import load_params, resolve_run
-from pspnet_core.data import DatasetNotFoundError, build_datasets, build_eval_dataset
+from pspnet_core.data import (
+    DatasetNotFoundError,
+    ReadSpec,
+    build_datasets,
+    build_eval_dataset,
+    dataset_root,
+    ensure_dataset,
+)
+from pspnet_core.data.loading import fit_mask
 from pspnet_core.data.synthetic import MARKER
 
 SMALL = {"data.synthetic_voc_images": 12, "data.synthetic_leaf_images": 6,
@@ -59,3 +68,33 @@ def test_real_voc_missing_names_the_folder(home):
     with pytest.raises(DatasetNotFoundError) as err:
         build_datasets(resolve_run(cfg, "sgd_affine"))
     assert str(home / "data" / "VOCdevkit" / "VOC2012") in str(err.value)
+
+
+def test_dataset_root_is_a_path_and_ensure_dataset_generates(home):
+    """Computing the path writes nothing; ensure_dataset is the step that generates (and only
+    for a synthetic source)."""
+    data = load_params("smoke", SMALL).data
+    for task, sub in (("voc", "synthetic/voc"), ("leaf", "synthetic/leaf")):
+        assert dataset_root(data, task) == home / "data" / sub
+    assert list(home.rglob("*")) == []
+    assert ensure_dataset(data, "leaf") == home / "data" / "synthetic" / "leaf"
+    assert (home / "data/synthetic/leaf" / MARKER).is_file()
+    assert not (home / "data/synthetic/voc").exists()  # one task, one set
+    real = load_params("smoke", {"data.voc_source": "folder", "data.voc_root": "mine"}).data
+    assert ensure_dataset(real, "voc") == home / "data" / "mine"
+    assert not (home / "data" / "mine").exists()  # a real source is never written
+
+
+def test_read_spec_decodes_at_twice_the_input():
+    spec = ReadSpec.for_input(81, None, None)
+    assert spec.decode_size == 162 and spec.train_transform is None
+    assert ReadSpec().decode_size is None
+
+
+def test_fit_mask_follows_a_reduced_image():
+    mask = np.zeros((8, 6), np.uint8)
+    mask[4:, 3:] = 7
+    assert fit_mask(mask, np.zeros((8, 6, 3), np.uint8)) is mask  # same size: untouched
+    small = fit_mask(mask, np.zeros((4, 3, 3), np.uint8))
+    assert small.shape == (4, 3) and small.dtype == np.uint8
+    assert set(np.unique(small).tolist()) == {0, 7} and small[3, 2] == 7 and small[0, 0] == 0

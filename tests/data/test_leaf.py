@@ -9,15 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from pspnet_core.config import AugmentConfig
+from pspnet_core.config import AugmentConfig, DataConfig
 from pspnet_core.data.augment import build_transform
 from pspnet_core.data.leaf import LeafDataset, leaf_datasets, leaf_pairs, split_fraction
-from pspnet_core.data.loading import DataError, DatasetNotFoundError
+from pspnet_core.data.loading import DataError, DatasetNotFoundError, ReadSpec
 
 
 def test_targets_are_binary_floats_for_every_encoding(leaf_root):
-    tr, ho = leaf_datasets(leaf_root, 0.25, 0, build_transform("affine", 64, mask_fill=0),
-                           build_transform("none", 64, mask_fill=0))
+    tr, ho = leaf_datasets(leaf_root, DataConfig(leaf_heldout_fraction=0.25),
+                           ReadSpec(build_transform("affine", 64, mask_fill=0),
+                                    build_transform("none", 64, mask_fill=0)))
     assert len(tr) + len(ho) == 9 and len(ho) == 2
     for ds in (tr, ho):
         for i in range(len(ds)):
@@ -31,8 +32,8 @@ def test_targets_are_binary_floats_for_every_encoding(leaf_root):
 
 def test_leaf_borders_are_zero_not_ignore(leaf_root):
     aug = AugmentConfig(scale_min=0.3, scale_max=0.5, rotate=45)
-    tr, _ = leaf_datasets(leaf_root, 0.2, 0, build_transform("affine", 64, aug, mask_fill=0),
-                          None)
+    tr, _ = leaf_datasets(leaf_root, DataConfig(leaf_heldout_fraction=0.2),
+                          ReadSpec(build_transform("affine", 64, aug, mask_fill=0)))
     for i in range(len(tr)):
         x, y = tr[i]
         assert set(y.unique().tolist()) <= {0.0, 1.0}
@@ -120,8 +121,9 @@ def test_large_jpeg_decodes_reduced_through_draft(tmp_path, monkeypatch):
 def test_small_images_decode_exactly_as_before(leaf_root):
     """The synthetic set (64 px here, 128 px in smoke) is below twice any input size: bytes
     identical to a plain full decode, so training histories do not change."""
-    reduced, _ = leaf_datasets(leaf_root, 0.25, 0, None, None, decode_size=130)
-    plain, _ = leaf_datasets(leaf_root, 0.25, 0, None, None)
+    data = DataConfig(leaf_heldout_fraction=0.25)
+    reduced, _ = leaf_datasets(leaf_root, data, ReadSpec(decode_size=130))
+    plain, _ = leaf_datasets(leaf_root, data, ReadSpec())
     for i in range(len(plain)):
         a, b = reduced.load_raw(i), plain.load_raw(i)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,11 @@ import pytest
 import torch
 import torchvision.datasets
 
-from pspnet_core.config import load_params, resolve_run
+from pspnet_core.config import DataConfig, load_params, resolve_run
 from pspnet_core.data import build_datasets
 from pspnet_core.data import voc as voc_module
 from pspnet_core.data.augment import build_transform
-from pspnet_core.data.loading import DataError, DatasetNotFoundError
+from pspnet_core.data.loading import DataError, DatasetNotFoundError, ReadSpec
 from pspnet_core.data.voc import (
     VOC_CLASSES,
     split_ids,
@@ -92,13 +93,14 @@ def test_missing_tree_without_download_fails_offline_and_writes_nothing(tmp_path
     assert list(tmp_path.rglob("*")) == []
     # the same through the reader's own default
     with pytest.raises(DatasetNotFoundError):
-        voc_module.voc_datasets(tmp_path / "elsewhere", "trainval", 2, 1, 0, None, None)
+        voc_module.voc_datasets(tmp_path / "elsewhere", DataConfig(n_train=2, n_heldout=1),
+                                ReadSpec())
     assert list(tmp_path.rglob("*")) == []
 
 
 def test_items_are_class_indices_with_ignore(voc_root):
-    tr, ho = voc_datasets(voc_root, "trainval", 10, 4, 0, build_transform("affine", 64),
-                          build_transform("none", 64))
+    tr, ho = voc_datasets(voc_root, DataConfig(n_train=10, n_heldout=4),
+                          ReadSpec(build_transform("affine", 64), build_transform("none", 64)))
     assert len(tr) == 10 and len(ho) == 4 and not set(tr.ids) & set(ho.ids)
     for ds in (tr, ho):
         x, y = ds[0]
@@ -144,14 +146,15 @@ def test_rice_voc_sample():
     assert " \n" in lines  # the quirk this test is about
     pairs = voc_pairs(RICE, "train")
     assert len(pairs) == 120 and all(p.id == p.id.strip() and p.image.is_file() for p in pairs)
-    tr, ho = voc_datasets(RICE, "train", 100, 20, 0, build_transform("affine", 97),
-                          build_transform("none", 97), num_classes=2)
+    rice = DataConfig(voc_image_set="train", n_train=100, n_heldout=20, num_classes=2)
+    tr, ho = voc_datasets(RICE, rice, ReadSpec(build_transform("affine", 97),
+                                               build_transform("none", 97)))
     for ds in (tr, ho):
         x, y = ds[0]
         assert x.shape == (3, 97, 97) and set(y.unique().tolist()) <= {0, 1, 255}
     assert 1 in set(np.unique(ho.load_raw(0)[1])) | set(np.unique(tr.load_raw(0)[1]))
     with pytest.raises(DataError, match="120 images"):
-        voc_datasets(RICE, "train", 100, 40, 0, None, None, num_classes=2)
+        voc_datasets(RICE, replace(rice, n_heldout=40), ReadSpec())
 
 
 def test_large_jpeg_decodes_reduced_and_its_mask_follows(tmp_path):
