@@ -23,11 +23,13 @@ env: $(VENV)/.installed
 # Installs exactly the lock, then the project itself without resolving again (--no-deps).
 # The grep drops pip's notes about local index folders a machine lacks; pip's own exit status
 # still fails the recipe (pipefail).
-$(VENV)/.installed: $(LOCK) pyproject.toml
+$(VENV)/.installed: $(LOCK) pyproject.toml notebooks/jupyterlab-overrides.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --progress-bar off -r $(LOCK) 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m pip install --quiet --progress-bar off --no-deps -e . 2>&1 | { grep -v '^WARNING: Location' || true; }
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "PSPNet study (.venv)"
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp notebooks/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $@
 
 # Re-resolves the lock from pyproject.toml ([project.dependencies] + the `test` extra) with

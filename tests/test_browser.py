@@ -468,3 +468,14 @@ def _drive_explorer(driver) -> None:
     print(f"07_explore: run {state['run']} -> {chosen}, image {after_run['image']!r} -> "
           f"{after_image['image']!r}; train split: {predicting[-1]['text']!r}; screenshots in "
           f"{SHOTS}")
+
+
+def test_jupyterlab_autosave_is_off_so_stored_notebooks_stay_as_committed(lab):
+    """`make env` installs notebooks/jupyterlab-overrides.json as this venv's JupyterLab
+    overrides: a parameter tried in a stored notebook is not autosaved over what nbval compares
+    against (the server reports the composite setting the browser gets)."""
+    base, token, _ = lab
+    url = f"{base}/lab/api/settings/@jupyterlab/docmanager-extension:plugin?token={token}"
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        setting = json.loads(resp.read())
+    assert setting["schema"]["properties"]["autosave"]["default"] is False  # the overrides

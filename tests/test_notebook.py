@@ -77,3 +77,56 @@ def test_the_own_data_examples_train_two_runs_and_say_what_they_skip(example):
     assert "no leaf run" in missing_runs(cfg, "05_leaf_disease", {})
     for stem in ("02_augmentation", "04_error_galleries", "06_claims", "07_explore"):
         assert missing_runs(cfg, stem, {}) is None, stem
+
+
+def test_the_contract_table_matches_every_notebooks_parameters_cell():
+    """The one table (study/contract.py) and each notebook's parameters cell name the same
+    parameters in the same order; plan() refuses a notebook that drifted."""
+    from pspnet_core.study import contract, plan
+    from pspnet_core.system.paths import NOTEBOOKS_DIR
+
+    stems = {p.stem for p in NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb")}
+    assert stems == set(contract.NOTEBOOKS)
+    for stem in stems:
+        assert plan.declared_parameters(NOTEBOOKS_DIR / f"{stem}.ipynb") == list(
+            contract.parameter_names(stem))
+
+
+def test_setup_refuses_a_name_papermill_injected_that_the_notebook_does_not_take():
+    """``-p optimiser adam`` (misspelt) reaches the kernel as a variable of papermill's
+    injected cell; setup names it and the valid ones instead of drawing the default figure."""
+    from pspnet_core.study.notebook import injected_names
+
+    class Shell:
+        user_ns = {"In": ["", "# Parameters\npreset = \"smoke\"\noptimiser = \"adam\"\n"]}
+
+    assert injected_names(Shell()) == {"preset", "optimiser"}
+    assert injected_names(type("Bare", (), {"user_ns": {"In": ["x = 1"]}})()) is None
+
+
+@pytest.mark.slow
+def test_papermill_with_a_misspelt_parameter_fails_before_any_figure(tmp_path):
+    """The real path: papermill executes notebook 03 with ``-p optimiser adam``; it exits
+    non-zero with the one-line error naming the valid parameters, and writes no figure."""
+    import os
+    import subprocess
+    import sys
+
+    from tiny_preset import subprocess_env, write_tiny
+
+    from pspnet_core.system.paths import NOTEBOOKS_DIR
+
+    params = write_tiny(tmp_path)
+    out = tmp_path / "03.ipynb"
+    proc = subprocess.run(
+        [sys.executable, "-m", "papermill", str(NOTEBOOKS_DIR / "03_learning_curves.ipynb"),
+         str(out), "-k", "python3", "-p", "preset", str(params), "-p", "optimiser", "adam",
+         "--cwd", str(NOTEBOOKS_DIR)],
+        env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    text = out.read_text() + proc.stderr
+    assert "unknown notebook parameter 'optimiser'" in text
+    assert "03_learning_curves's parameters: preset, overrides, optimizer" in text
+    figures = [p for p in tmp_path.rglob("*.png")]
+    assert figures == [], figures
+    assert os.path.isfile(out)
