@@ -410,6 +410,38 @@ def _execute(st: _Study, job: Job, kernel_name: str, ipc_dir: Path, overrides: d
     return result
 
 
+def _run_notebooks(st: _Study, execute: Callable[[Job], JobResult], export_html: bool,
+                   log: Callable[[str], None]) -> None:
+    """Each pending notebook in order (a skipped one says why), its HTML exported, the state
+    written before each; stops after the first failure. A job interrupted before it started
+    goes back to the pending list."""
+    n = len(st.jobs)
+    while st.pending:
+        job = st.pending.pop(0)
+        i = len(st.results) + 1
+        if st.skips[job.name]:
+            st.results.append(JobResult(job, "skipped", 0.0, note=st.skips[job.name]))
+            log(f"[{i}/{n}] {job.name}: skipped: {st.skips[job.name]}")
+            continue
+        try:
+            st.write(running=job)
+        except BaseException:
+            st.pending.insert(0, job)
+            raise
+        extra = " ".join(f"{k}={v}" for k, v in {**st.per_job[job.name],
+                                                   **job.parameters}.items())
+        log(f"[{i}/{n}] {job.notebook.name} {extra}".rstrip() + " ...")
+        result = execute(job)
+        log(f"[{i}/{n}] {job.name}: {result.status} in {result.seconds:.1f} s")
+        if export_html and result.status != "interrupted" and result.output is not None:
+            try:
+                result.html = _export_html(result.output)
+            except Exception as err:  # noqa: BLE001 - an export problem must not hide results
+                log(f"  (HTML export of {job.name}.ipynb failed: {type(err).__name__}: {err})")
+        if result.status == "failed":
+            break
+
+
 def run_study(
     preset: str | os.PathLike = "smoke",
     only: str | Iterable[str] | None = None,
@@ -457,43 +489,20 @@ def run_study(
     if st.fig_dir != st.ref_dir:
         log(f"figures of this partial study go to {st.fig_dir} (the reference {st.ref_dir} is "
             "written only by a whole study)")
-    job: Job | None = None
     index: Path | None = None
     try:
         if train_first and any(contract(j.notebook.stem).reads_runs and not st.skips[j.name]
                                for j in st.pending):
             st.write()
             train_runs(st.value, overrides, log, st.out_dir)
-        while st.pending:
-            job = st.pending.pop(0)
-            i = len(st.results) + 1
-            if st.skips[job.name]:
-                st.results.append(JobResult(job, "skipped", 0.0, note=st.skips[job.name]))
-                log(f"[{i}/{n}] {job.name}: skipped: {st.skips[job.name]}")
-                job = None
-                continue
-            st.write(running=job)
-            extra = " ".join(f"{k}={v}" for k, v in {**st.per_job[job.name],
-                                                       **job.parameters}.items())
-            log(f"[{i}/{n}] {job.notebook.name} {extra}".rstrip() + " ...")
-            result = _execute(st, job, kernel_name, ipc_dir, overrides, progress_bar, echo, log)
-            log(f"[{i}/{n}] {job.name}: {result.status} in {result.seconds:.1f} s")
-            if export_html and result.status != "interrupted" and result.output is not None:
-                try:
-                    result.html = _export_html(result.output)
-                except Exception as err:  # noqa: BLE001 - an export problem must not hide results
-                    log(f"  (HTML export of {job.name}.ipynb failed: {type(err).__name__}: {err})")
-            job = None
-            if result.status == "failed":
-                break
+        _run_notebooks(st, lambda job: _execute(st, job, kernel_name, ipc_dir, overrides,
+                                                progress_bar, echo, log), export_html, log)
     finally:
         shutil.rmtree(ipc_dir, ignore_errors=True)
         if previous_figures is None:
             os.environ.pop(FIGURES_ENV, None)
         else:
             os.environ[FIGURES_ENV] = previous_figures
-        if job is not None and not (st.results and st.results[-1].job is job):
-            st.pending.insert(0, job)  # interrupted before it started
         total = time.perf_counter() - t0
         if st.state(finished=True) == "finished":
             partial = only is not None or bool(notebook_params)

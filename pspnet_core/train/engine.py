@@ -581,19 +581,8 @@ def train_epochs(
         history.append(row)
         stopping = stop_after_epoch is not None and epoch >= stop_after_epoch
         if rank == 0 and _checkpoint_due(run_cfg, epoch, stopping, last_save):
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "run_hash": run.hash,
-                "world_size": world,
-            }
-            store.save_epoch(run, state)
+            _save(run, model, training, epoch, history, world)
             last_save = time.monotonic()
-            if epoch == run_cfg.epochs:
-                store.mark_done(run)
         if rank == 0 and not quiet:
             tqdm.write(format_epoch_line(
                 run_cfg.run, run_cfg.seed, epoch, run_cfg.epochs,
@@ -608,6 +597,23 @@ def train_epochs(
         if stopping and epoch < run_cfg.epochs:
             break
     return pd.DataFrame(history)
+
+
+def _save(run: store.Run, model: nn.Module, training: Training, epoch: int,
+          history: list[dict[str, Any]], world: int) -> None:
+    """The checkpoint of ``epoch`` (network, optimizer, schedule, history; atomic), and after
+    the last epoch the run's ``DONE``."""
+    store.save_epoch(run, {
+        "model": model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "run_hash": run.hash,
+        "world_size": world,
+    })
+    if epoch == training.run_cfg.epochs:
+        store.mark_done(run)
 
 
 def _checkpoint_due(run_cfg: RunConfig, epoch: int, stopping: bool, last_save: float) -> bool:
