@@ -55,13 +55,25 @@ def confusion_matrix(
 
 
 def per_class_iou(cm: Tensor) -> Tensor:
-    """IoU per class (float64); NaN for classes absent from both labels and predictions."""
+    """IoU per class (float64) of a confusion matrix ``(K, K)`` or of a stack ``(..., K, K)``
+    (one per image: ``(N, K)`` back); NaN for classes absent from both labels and predictions.
+    The one IoU definition: the history, figures, claims and the explorer's table use it."""
     cm = cm.double()
-    tp = cm.diag()
-    union = cm.sum(0) + cm.sum(1) - tp
+    tp = torch.diagonal(cm, dim1=-2, dim2=-1)  # (..., K)
+    union = cm.sum(-2) + cm.sum(-1) - tp
     iou = tp / union
     iou[union == 0] = float("nan")
     return iou
+
+
+def pixel_accuracies(cm: Tensor) -> Tensor:
+    """Correct / counted pixels of each confusion matrix of a stack ``(..., K, K)`` -> ``(...)``
+    (float64; NaN where nothing was counted)."""
+    cm = cm.double()
+    total = cm.sum((-2, -1))
+    acc = torch.diagonal(cm, dim1=-2, dim2=-1).sum(-1) / total
+    acc[total == 0] = float("nan")
+    return acc
 
 
 def mean_iou(cm: Tensor) -> float:
@@ -73,8 +85,7 @@ def mean_iou(cm: Tensor) -> float:
 
 def pixel_accuracy(cm: Tensor) -> float:
     """Correct pixels / counted pixels (ignored pixels excluded)."""
-    total = cm.sum()
-    return float(cm.diag().sum().double() / total) if total > 0 else float("nan")
+    return float(pixel_accuracies(cm))
 
 
 LEAF_THRESHOLD = 0.5  # a leaf pixel is predicted diseased when p >= LEAF_THRESHOLD

@@ -88,3 +88,21 @@ def test_leaf_threshold_is_one_rule_in_the_history_and_the_figures():
     assert int(predicted.sum()) == int(cm[:, 1].sum()) == 2
     stats = leaf_pixel_stats(p, target.numpy())
     assert stats is not None
+
+
+def test_one_iou_definition_for_a_matrix_and_a_stack_of_images():
+    """per_class_iou / pixel_accuracies of a stack (one confusion matrix per image) equal the
+    single-matrix values image by image: the explorer's per-image table uses the same rule."""
+    from pspnet_core.metrics import per_class_iou, pixel_accuracies, pixel_accuracy
+
+    stack = torch.tensor([[[3, 1, 0], [0, 2, 0], [0, 0, 0]],
+                          [[0, 0, 0], [0, 0, 0], [0, 0, 0]],
+                          [[1, 0, 2], [0, 0, 0], [1, 0, 4]]])
+    together = per_class_iou(stack)
+    for i, cm in enumerate(stack):
+        assert torch.equal(together[i].isnan(), per_class_iou(cm).isnan())
+        assert torch.allclose(together[i].nan_to_num(-1), per_class_iou(cm).nan_to_num(-1))
+        acc = pixel_accuracy(cm)
+        assert (math.isnan(acc) and math.isnan(float(pixel_accuracies(stack)[i]))) or \
+            acc == float(pixel_accuracies(stack)[i])
+    assert together[0, 0] == 3 / 4 and math.isnan(together[0, 2]) and together[2, 2] == 4 / 7
