@@ -158,7 +158,9 @@ def test_recipe_version_is_hashed(monkeypatch):
 
     rc = config.resolve_run(config.load_params("smoke"), "sgd_mix")
     before = config.run_hash(rc)
-    monkeypatch.setattr(config, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
+    from pspnet_core.config import resolve
+
+    monkeypatch.setattr(resolve, "RECIPE_VERSION", config.RECIPE_VERSION + 1)
     assert config.run_hash(rc) != before
 
 

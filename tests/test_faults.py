@@ -43,6 +43,7 @@ from pspnet_core.data.loading import DataError
 from pspnet_core.data.voc import VOCDataset, voc_colormap, voc_pairs
 from pspnet_core.results import analysis
 from pspnet_core.store import runs, studystate
+from pspnet_core.store.files import DiskFullError, RunFileError, history_csv_text
 from pspnet_core.study import cli, execute, plan
 from pspnet_core.train import cli as train
 from pspnet_core.train import engine
@@ -313,7 +314,7 @@ def _history(kind: str, with_checkpoint: bool, done: bool = False):
             return Case(lambda: runs.open_run(r.run_cfg).history, [tmp])
 
         def check(opened):
-            want = runs.history_csv_text(history_rows(3 if done else 2))
+            want = history_csv_text(history_rows(3 if done else 2))
             assert r.history_path.read_text() == want  # rewritten from the checkpoint
             assert len(opened.history) == (3 if done else 2)
         return Case(lambda: runs.open_run(r.run_cfg), [r.checkpoint_path], check)
@@ -518,7 +519,7 @@ def _synthetic_swap(tmp, mp):
     return Case(act, [p.mask for p in pairs] + [p.image for p in pairs], check)
 
 
-CKPT = runs.RunFileError
+CKPT = RunFileError
 DELETE = r"delete .*adam_none-\S+ to retrain"
 PARAMS = ParamsError
 
@@ -588,12 +589,12 @@ ROWS: list[Row] = [
         r"is being trained by another process \(pid \d+\)"),
     Row("stale-lock", _stale_lock, None),
     Row("killed-during-save", _killed_save, None),
-    Row("disk-full-checkpoint", _disk_full_patched("checkpoint"), runs.DiskFullError,
+    Row("disk-full-checkpoint", _disk_full_patched("checkpoint"), DiskFullError,
         r"cannot save .*checkpoint\.pt: the disk is full.*previous version of the file is "
         r"intact"),
-    Row("disk-full-history", _disk_full_patched("history"), runs.DiskFullError,
+    Row("disk-full-history", _disk_full_patched("history"), DiskFullError,
         r"cannot save .*history\.csv: the disk is full"),
-    Row("disk-full-tmpfs", _disk_full_tmpfs, runs.DiskFullError,
+    Row("disk-full-tmpfs", _disk_full_tmpfs, DiskFullError,
         r"cannot save .*checkpoint\.pt: the disk is full"),
     # validation at the edge
     Row("rotate-nan", _preset(**{"augment.rotate": float("nan")}), PARAMS,
@@ -1236,7 +1237,7 @@ CLI_ROWS: list[CliRow] = [
     CliRow("cli-ctrl-c", _fit_raises(KeyboardInterrupt()), 130, r"^error: interrupted \(Ctrl-C\)"),
     CliRow("cli-disk-full", _fit_raises(OSError(errno.ENOSPC, "No space left on device")), 1,
            r"adam_none \(seed 0\): No space left on device \(the disk is full"),
-    CliRow("cli-disk-full-at-save", _fit_raises(runs.DiskFullError(
+    CliRow("cli-disk-full-at-save", _fit_raises(DiskFullError(
         errno.ENOSPC, "cannot save /r/checkpoint.pt: the disk is full; free some space")), 1,
         r"^error: adam_none \(seed 0\): cannot save /r/checkpoint\.pt: the disk is full; free "
         r"some space$"),
@@ -1519,10 +1520,10 @@ def test_checkpoint_of_another_shape_names_the_file(tmp_path):
     state["model"][name] = torch.zeros(3, 3)  # no tensor of this network has this shape
     runs.save_epoch(run, state)
     before = run.checkpoint_path.read_bytes()
-    with pytest.raises(runs.RunFileError, match=rf"{re.escape(str(run.checkpoint_path))}: the "
+    with pytest.raises(RunFileError, match=rf"{re.escape(str(run.checkpoint_path))}: the "
                                                 r"model state does not fit .*delete"):
         engine.fit(rc, build_model=lambda cfg, k: SmallNet(k))
-    with pytest.raises(runs.RunFileError, match=re.escape(str(run.checkpoint_path))):
+    with pytest.raises(RunFileError, match=re.escape(str(run.checkpoint_path))):
         analysis.load_model(run)
     assert run.checkpoint_path.read_bytes() == before  # nothing lost
 
@@ -1573,7 +1574,7 @@ def test_a_full_disk_at_the_first_checkpoint_does_not_promise_an_old_version(tmp
     with runs.run_lock(r):
         runs.start_run(r, torch.device("cpu"))
         monkeypatch.setattr(torch, "save", full)
-        with pytest.raises(runs.DiskFullError, match=r"checkpoint\.pt: the disk is full.*nothing "
+        with pytest.raises(DiskFullError, match=r"checkpoint\.pt: the disk is full.*nothing "
                                                      r"was saved \(there was no earlier"):
             runs.save_epoch(r, state)
     assert not r.checkpoint_path.exists() and not list(r.dir.glob(".*.tmp"))
@@ -1619,7 +1620,7 @@ def test_a_finished_run_whose_checkpoint_was_replaced_by_another_shape_is_damage
     state = r.checkpoint()
     state["model"]["w"] = torch.zeros(2, 2)  # another network's tensor
     runs.save_epoch(r, state)
-    with pytest.raises(runs.RunFileError, match="holds tensors of other shapes"):
+    with pytest.raises(RunFileError, match="holds tensors of other shapes"):
         runs.open_run(r.run_cfg)
     again = runs.peek_run(r.run_cfg)
     assert again.status == "damaged" and "holds tensors of other shapes" in again.describe()

@@ -14,7 +14,8 @@ import torch
 from tiny_preset import history_equal, subprocess_env, train_cli, write_tiny
 
 from pspnet_core.config import load_params, resolve_run, run_hash
-from pspnet_core.store import runs
+from pspnet_core.store import provenance, runs
+from pspnet_core.store.files import RunFileError
 from pspnet_core.train import engine
 from pspnet_core.train.grid import get_run
 
@@ -45,6 +46,8 @@ def test_layout_and_provenance(reference_run):
     env = run.env
     assert env["seed"] == 0 and env["device"] == "cpu" and env["packages"]["torch"]
     assert env["hash"] == run_hash(rc) and "git_commit" in env and "hostname" in env
+    assert env["code_paths"] == list(provenance.CODE_PATHS)  # git_commit: their last commit
+    assert set(env["packages"]) == set(provenance.PACKAGES)
     ckpt = run.checkpoint()
     assert ckpt["epoch"] == 3 and len(ckpt["history"]) == 3
     assert {"model", "optimizer", "scheduler", "epoch", "history"} <= set(ckpt)
@@ -204,7 +207,7 @@ def test_a_symlinked_run_folder_is_never_followed(tmp_path):
     link.parent.mkdir(parents=True)
     link.symlink_to(outside)
     r = runs.Run(rc, link)
-    with pytest.raises(runs.RunFileError, match="is a symbolic link"):
+    with pytest.raises(RunFileError, match="is a symbolic link"):
         with runs.run_lock(r):
             pass
     assert (outside / ".x.tmp").exists() and r.status == "damaged"

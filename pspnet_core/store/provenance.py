@@ -8,6 +8,9 @@ notebook that wrote it and the code (:func:`code_commit`): the last commit that 
 ``pspnet_core/``, ``params/`` or the lock, and a hash of the notebooks' code cells (their stored
 outputs change with every regeneration; their code is what matters), so committing regenerated
 figures and notebooks does not change it.
+
+A run folder's ``env.json`` (:func:`environment`, written by ``runs.start_run``) records the
+same package versions (``PACKAGES``) and the same code commit (:func:`code_commit`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,17 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import socket
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from pspnet_core.config import RunConfig, run_hash
 from pspnet_core.config import preset_hash as hash_of
 from pspnet_core.system import paths, precision
 from pspnet_core.system.atomic import atomic_write_text
@@ -162,3 +170,28 @@ def code_commit(root: str | Path | None = None) -> dict[str, Any]:
                 "notebooks": nb_hash}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None, "paths": list(CODE_PATHS), "notebooks": nb_hash}
+
+
+def environment(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
+    """What ``env.json`` records: the machine, the device, the run, the package versions of
+    ``PACKAGES`` (:func:`packages`, as in the figures' provenance) and the code commit of
+    :func:`code_commit`: ``git_commit`` is the last commit that changed ``code_paths``
+    (``CODE_PATHS``), ``git_dirty`` whether those paths have uncommitted changes."""
+    code = code_commit()
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "packages": packages(),
+        "device": str(device),
+        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),
+        "seed": run_cfg.seed,
+        "precision": run_cfg.precision,
+        "run": run_cfg.run,
+        "hash": run_hash(run_cfg),
+    }
+    info.update({"git_commit": code["commit"], "git_dirty": code["dirty"],
+                 "code_paths": code["paths"]})
+    return info

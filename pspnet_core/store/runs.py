@@ -4,7 +4,8 @@
 A run folder holds
 
     params.yaml     the resolved RunConfig (what the hash was computed from)
-    env.json        provenance: package versions, git commit, device, seed, host, threads
+    env.json        provenance: package versions, code commit, device, seed, host, threads
+                    (:func:`pspnet_core.store.provenance.environment`)
     checkpoint.pt   model, optimizer, scheduler, completed epochs, history, run hash, world size
     history.csv     one row per completed epoch (engine.fit documents the columns)
     DONE            written after the last epoch's checkpoint: the run is finished; a small
@@ -39,22 +40,15 @@ it, ``analysis`` reads trained runs (``analysis.load_model(run)`` rebuilds the n
 training the same run at once (the OS releases it if a process dies; deleting the ``.lock`` file,
 which only records the holder's pid, does not release it). A run that fails before its first
 checkpoint leaves no folder behind. Checkpoints are read with ``torchfile.load_torch_file``.
+
+This module is the run state model; what the files may be and how they are written and read
+back (regular files only, atomic writes, the history table) is :mod:`pspnet_core.store.files`.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import io
 import json
-import math
 import os
-import platform
-import shutil
-import socket
-import stat
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,9 +69,21 @@ from pspnet_core.config import (
     run_hash,
 )
 from pspnet_core.store import lock
-from pspnet_core.store.provenance import package_version
+from pspnet_core.store.files import (
+    RunFileError,
+    _atomic_text,
+    _read_bytes,
+    _retrain,
+    _sha256,
+    atomic_torch_save,
+    check_history_values,
+    check_run_dir,
+    history_csv_text,
+    read_history_csv,
+    regular_file,
+)
+from pspnet_core.store.provenance import environment
 from pspnet_core.system import paths
-from pspnet_core.system.atomic import atomic_path, atomic_write_text
 from pspnet_core.system.torchfile import load_torch_file
 
 PARAMS_FILE = "params.yaml"
@@ -102,11 +108,6 @@ class RunNotTrainedError(RuntimeError):
     """The run has no checkpoint (never trained, or its weights were removed)."""
 
 
-class RunFileError(RuntimeError):
-    """A file of a run folder is damaged, unsafe or inconsistent; the message names the file and
-    says what to do (usually: delete the run folder to retrain)."""
-
-
 def load_state(target: Any, state: Any, path: Path, what: str = "model") -> None:
     """``target.load_state_dict(state)`` (a network, optimizer or schedule) with a failure (a
     tensor of another shape, a missing or extra key: a checkpoint of another network) raised as
@@ -121,207 +122,7 @@ def load_state(target: Any, state: Any, path: Path, what: str = "model") -> None
         ) from None
 
 
-class DiskFullError(OSError):
-    """A save failed because the disk is full; the previous version of the file is intact."""
-
-
 CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history")
-HISTORY_KEYS = ("epoch", "train_loss", "heldout_loss", "lr")
-# every column engine.fit writes, by task: a history.csv with any other column was not written
-# by the engine
-HISTORY_COLUMNS = {
-    "voc": ("epoch", "train_loss", "train_total_loss", "train_clean_loss", "heldout_loss",
-            "heldout_miou", "heldout_pixel_acc", "lr", "seconds"),
-    "leaf": ("epoch", "train_loss", "train_total_loss", "train_clean_loss", "heldout_loss",
-             "heldout_dice", "heldout_iou", "heldout_pixel_acc", "lr", "seconds"),
-}
-_LOSSES = ("train_loss", "train_total_loss", "train_clean_loss", "heldout_loss")
-_FRACTIONS = ("heldout_miou", "heldout_pixel_acc", "heldout_dice", "heldout_iou")
-LOSS_MAX = 1e6  # a cross-entropy / BCE far above any real epoch mean: a doctored file
-_MAX_TEXT = 16 * 2**20  # history.csv, params.yaml, env.json, DONE: never read more
-
-
-def _retrain(run_dir: Path) -> str:
-    return f"delete {run_dir} to retrain"
-
-
-# ---------------------------------------------------------------- safe file access
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    return "not a regular file"
-
-
-def regular_file(path: Path, run_dir: Path) -> bool:
-    """True for a regular file (links followed), False when absent; anything else (a FIFO that
-    would block a reader forever, a device, a folder) is a :class:`RunFileError`."""
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):  # absent (or a parent is a file)
-        return False
-    except OSError as err:
-        raise RunFileError(f"{path} cannot be read ({err.strerror}); {_retrain(run_dir)}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise RunFileError(
-            f"{path} is {_kind(st.st_mode)}, not a file the run store wrote; it is never opened: "
-            f"remove it or {_retrain(run_dir)}"
-        )
-    return True
-
-
-def _read_bytes(path: Path, run_dir: Path, limit: int = _MAX_TEXT) -> bytes | None:
-    """The bytes of a regular file (None when absent), at most ``limit``."""
-    if not regular_file(path, run_dir):
-        return None
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even if swapped for a FIFO
-    with os.fdopen(fd, "rb") as fh:
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise RunFileError(f"{path} is larger than {limit} bytes: not a file the run store "
-                           f"wrote; {_retrain(run_dir)}")
-    return data
-
-
-def check_run_dir(run_dir: Path, runs_root: Path | None = None) -> None:
-    """A run folder must be a real folder inside the runs folder: a symbolic link (to anywhere)
-    is refused, so that no sweep or write ever reaches outside ``runs/``."""
-    if os.path.islink(run_dir):
-        raise RunFileError(
-            f"run folder {run_dir} is a symbolic link (to {os.readlink(run_dir)}); the run store "
-            "never follows links out of the runs folder: remove the link (its target is "
-            "untouched) and train again, or point runs_dir at the real folder"
-        )
-    if runs_root is not None and os.path.lexists(run_dir):
-        real, root = Path(os.path.realpath(run_dir)), Path(os.path.realpath(runs_root))
-        if real.parent != root:
-            raise RunFileError(f"run folder {run_dir} resolves to {real}, outside {root}; "
-                               "remove it")
-    if os.path.lexists(run_dir) and not os.path.isdir(run_dir):
-        raise RunFileError(f"run folder {run_dir} is a file, not a folder; remove it to train")
-
-
-# ---------------------------------------------------------------- atomic writes
-
-
-@contextmanager
-def _disk_full_is_clear(path: str | Path) -> Iterator[None]:
-    """Turn ENOSPC (and torch's opaque "file write failed" on a full disk) into a
-    :class:`DiskFullError` naming ``path``."""
-    try:
-        yield
-    except DiskFullError:
-        raise
-    except (OSError, RuntimeError) as err:
-        full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-        if not full and ("write failed" in str(err) or "unexpected pos" in str(err)):
-            try:
-                full = shutil.disk_usage(Path(path).parent).free < 64 * 2**20
-            except OSError:
-                full = False
-        if not full:
-            raise
-        kept = ("the previous version of the file is intact and training resumes from the "
-                "last saved epoch" if Path(path).exists() else
-                "nothing was saved (there was no earlier version), so the run starts again from "
-                "its first epoch")
-        raise DiskFullError(
-            errno.ENOSPC,
-            f"cannot save {path}: the disk is full (no space left on device); free some space "
-            f"and run again: {kept}",
-        ) from None
-
-
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    with _disk_full_is_clear(path), atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:  # a Python file: a full disk raises OSError(ENOSPC)
-            torch.save(obj, fh)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    with _disk_full_is_clear(path):
-        atomic_write_text(path, text)
-
-
-def history_csv_text(history: list[dict[str, Any]]) -> str:
-    """The exact text of ``history.csv`` for a checkpoint's history."""
-    return pd.DataFrame(history).to_csv(index=False)
-
-
-def check_history_values(df: pd.DataFrame, task: str | None = None) -> str | None:
-    """Why the history table ``df`` cannot be the engine's (None when it can): the required
-    columns, no column the engine never writes (``task`` given), epochs 1..n, numeric values,
-    finite losses in [0, LOSS_MAX], lr and seconds finite and >= 0, metrics in [0, 1] (or
-    NaN: a held-out set without a class)."""
-    missing = [c for c in HISTORY_KEYS if c not in df.columns]
-    if missing:
-        return f"missing columns {missing}"
-    if task in HISTORY_COLUMNS:
-        extra = [c for c in df.columns if c not in HISTORY_COLUMNS[task]]
-        if extra:
-            return f"columns {extra[:5]} that training never writes"
-    if df.empty:
-        return "no rows"
-    if not all(pd.api.types.is_numeric_dtype(df[c]) for c in df.columns):
-        return "non-numeric values"
-    if df["epoch"].tolist() != list(range(1, len(df) + 1)):
-        return f"epochs {df['epoch'].tolist()[:10]} are not 1..{len(df)}"
-    for col in df.columns:
-        values = df[col].astype(float)
-        finite = values.map(math.isfinite)
-        if col in _FRACTIONS:
-            bad = values[finite & ((values < 0) | (values > 1))]
-            if len(bad):
-                return f"{col} {float(bad.iloc[0])!r} is outside [0, 1]"
-            if values.map(math.isinf).any():
-                return f"{col} holds inf"
-            continue
-        if not finite.all():
-            return f"{col} holds {float(values[~finite].iloc[0])!r} (not a finite number)"
-        if (values < 0).any():
-            return f"{col} holds a negative value {float(values[values < 0].iloc[0])!r}"
-        if col in _LOSSES and (values > LOSS_MAX).any():
-            return f"{col} holds {float(values[values > LOSS_MAX].iloc[0])!r} (above {LOSS_MAX:g})"
-    return None
-
-
-def read_history_csv(path: Path, run_dir: Path, task: str | None = None) -> pd.DataFrame:
-    """A ``history.csv`` checked strictly (used only when there is no checkpoint to derive it
-    from): UTF-8 text ending in a newline, the engine's columns, epochs 1..n, finite numbers in
-    range (:func:`check_history_values`)."""
-    def bad(why: str) -> RunFileError:
-        return RunFileError(f"{path} is damaged ({why}); {_retrain(run_dir)}")
-
-    data = _read_bytes(path, run_dir)
-    if data is None:
-        raise bad("missing")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise bad("not UTF-8 text: binary garbage") from None
-    if not text.strip():
-        raise bad("empty")
-    if not text.endswith("\n"):
-        raise bad("cut in the middle of a line")
-    try:
-        df = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
-        raise bad(f"not a CSV table: {str(err).splitlines()[0]}") from None
-    why = check_history_values(df, task)
-    if why:
-        raise bad(why)
-    return df
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # ---------------------------------------------------------------- locations
@@ -713,42 +514,6 @@ def _grid_row(name: str, seed: int, r: Run) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- writing a run
-
-
-def _git_commit() -> dict[str, Any]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=paths.SOURCE_ROOT, capture_output=True,
-            text=True, timeout=10, check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=paths.SOURCE_ROOT,
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
-        return {"git_commit": commit, "git_dirty": bool(dirty)}
-    except (OSError, subprocess.SubprocessError):
-        return {"git_commit": None, "git_dirty": None}
-
-
-def environment(run_cfg: RunConfig, device: torch.device, world_size: int = 1) -> dict[str, Any]:
-    """What ``env.json`` records."""
-    packages = ["torch", "torchvision", "albumentations", "numpy", "pandas", "pillow", "pyyaml"]
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "packages": {p: package_version(p) for p in packages},
-        "device": str(device),
-        "cuda_device": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "world_size": world_size,
-        "torch_threads": torch.get_num_threads(),
-        "seed": run_cfg.seed,
-        "precision": run_cfg.precision,
-        "run": run_cfg.run,
-        "hash": run_hash(run_cfg),
-    }
-    info.update(_git_commit())
-    return info
 
 
 def start_run(r: Run, device: torch.device, world_size: int = 1) -> None:

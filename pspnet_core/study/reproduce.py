@@ -25,7 +25,8 @@ from scipy import stats
 
 from pspnet_core.config import StudyConfig, load_params, resolve_run
 from pspnet_core.store import provenance
-from pspnet_core.store.runs import RunFileError, peek_run
+from pspnet_core.store.files import RunFileError
+from pspnet_core.store.runs import peek_run
 from pspnet_core.system import paths
 from pspnet_core.system.atomic import atomic_write_text
 

@@ -14,7 +14,7 @@ and what to do, and ends the command with a stable exit code:
 A traceback is printed only with ``--debug`` (or ``PSPNET_DEBUG=1``), or for a real bug (an
 exception this module does not know: then it says so). Errors are recognised by class name along
 the MRO, so this bottom-layer module imports nothing of the package and every layer's errors
-(``config.ParamsError``, ``data.loading.DataError``, ``runs.RunFileError``, ...) are known here.
+(``config.ParamsError``, ``data.loading.DataError``, ``files.RunFileError``, ...) are known here.
 
 :func:`one_line` also unwraps what a DataLoader worker re-raises ("Caught DataError in
 DataLoader worker process 0. Original Traceback ...": the last line is the worker's message) and

@@ -27,6 +27,7 @@ from pspnet_core.data.loading import DataError, read_image, read_mask
 from pspnet_core.data.voc import check_id_list
 from pspnet_core.results import analysis
 from pspnet_core.store import runs
+from pspnet_core.store.files import RunFileError, read_history_csv
 from pspnet_core.study import reproduce
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,7 +117,7 @@ def _read_run(rc, run_dir: Path) -> None:
         r.describe()
         history = r.history
         state = r.checkpoint()
-    except (runs.RunFileError, runs.RunNotTrainedError) as err:
+    except (RunFileError, runs.RunNotTrainedError) as err:
         assert_project_error(err, str(run_dir))
         return
     assert len(history) == int(state["epoch"])
@@ -138,8 +139,8 @@ def test_history_reader(stored_run, data):
     path = run_dir / "history.csv"
     path.write_bytes(data.draw(any_bytes(files["history.csv"]), label="history"))
     try:
-        frame = runs.read_history_csv(path, run_dir, "voc")
-    except runs.RunFileError as err:
+        frame = read_history_csv(path, run_dir, "voc")
+    except RunFileError as err:
         assert_project_error(err, str(path))
     else:
         assert len(frame) >= 1
