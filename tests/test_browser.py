@@ -356,7 +356,7 @@ def test_notebook_runs_in_jupyterlab(lab, browser, name, min_images, timeout):
 
 # ---------------------------------------------------------------- notebook 07's widgets
 
-# the explorer's widgets carry CSS classes (explore.py: pspnet-run, pspnet-image-list,
+# the explorer's widgets carry CSS classes (explore_widgets.py: pspnet-run, pspnet-image-list,
 # pspnet-image); a <select> is changed as a person would, then its change event is sent
 WIDGET_JS = """
 const panel = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');

@@ -16,7 +16,7 @@ from pspnet_core.config import ParamsError, load_params, resolve_run, run_hash
 from pspnet_core.data import build_datasets, class_names, class_palette, names_and_palette
 from pspnet_core.data.voc import VOC_CLASSES, voc_colormap
 from pspnet_core.metrics import IGNORE_INDEX
-from pspnet_core.results import analysis, explore
+from pspnet_core.results import analysis, explore, explore_widgets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from street_preset import STREET, STREET_COLORS, street_folders, street_overrides  # noqa: E402
@@ -213,7 +213,7 @@ def test_no_trained_run_is_said(street_explorer):
     assert ex.ready_runs() == []  # nothing in the run store: the explorer trains nothing
     grid = explore.run_grid(ex.cfg)
     assert set(grid["status"]) == {"absent"} and len(grid) == 3 * 2
-    widget = explore.study(ex.cfg)
+    widget = explore_widgets.study(ex.cfg)
     assert "No trained run" in widget.value
 
 
@@ -251,7 +251,7 @@ def test_predictions_cache_table_and_widgets(reference_run, monkeypatch):
         float(np.nanmean(analysis.iou_per_class(cm))))
 
     cfg = load_params(params)
-    tabs = explore.study(cfg, run="sgd_mix", split="heldout")
+    tabs = explore_widgets.study(cfg, run="sgd_mix", split="heldout")
     images_tab = tabs.children[1]
     rows = images_tab.children[3].children[0]
     image = images_tab.children[-1]
@@ -294,7 +294,7 @@ def test_first_load_shows_progress_disables_controls_and_keeps_the_image(street_
         return {**out, "ids": np.asarray(out["ids"], dtype=str)}
 
     monkeypatch.setattr(explore, "compute_predictions", compute)
-    tabs = explore.study(ex.cfg, run="sgd_affine")
+    tabs = explore_widgets.study(ex.cfg, run="sgd_affine")
     images = tabs.children[1]
     run_w, seed_w = images.children[0].children[:2]
     rows_w = images.children[3].children[0]
@@ -316,7 +316,7 @@ def test_first_load_shows_progress_disables_controls_and_keeps_the_image(street_
 def test_sorting_by_a_class_shows_it_and_compare_offers_one_task(street_explorer, monkeypatch):
     ex = street_explorer
     _ready(ex, monkeypatch)
-    tabs = explore.study(ex.cfg, run="sgd_affine")
+    tabs = explore_widgets.study(ex.cfg, run="sgd_affine")
     images = tabs.children[1]
     sort_w = images.children[1].children[0]
     sort_w.value = "IoU building"
