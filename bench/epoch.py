@@ -21,13 +21,14 @@ from pspnet_core import data
 from pspnet_core.config import load_params, resolve_run
 from pspnet_core.data.loading import make_loader
 from pspnet_core.model import build_model
-from pspnet_core.system.device import resolve_device
 from pspnet_core.train import engine
+from pspnet_core.train.runtime import runtime_for
 
 OUT = Path(__file__).with_name("RESULTS-engine.md")
 
 
-def seconds_per_epoch(rc, device, epochs: int) -> list[dict[str, float]]:
+def seconds_per_epoch(rc, runtime, epochs: int) -> list[dict[str, float]]:
+    device = runtime.device
     train_ds, heldout_ds = data.build_datasets(rc)
     engine.seed_everything(rc.seed)
     model = build_model(rc.model, rc.num_classes).to(device)
@@ -40,12 +41,12 @@ def seconds_per_epoch(rc, device, epochs: int) -> list[dict[str, float]]:
         loader = make_loader(train_ds, rc.batch_size, train=True, seed=epoch)
         gen = torch.Generator().manual_seed(epoch) if rc.augment == "mix" else None
         t0 = time.perf_counter()
-        out = engine.train_one_epoch(model, loader, opt, rc, device, epoch, mix_generator=gen,
-                                     quiet=True)
+        out = engine.train_one_epoch(model, loader, opt, rc, runtime, epoch,
+                                     mix_generator=gen)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t1 = time.perf_counter()
-        ev = engine.evaluate(model, held, rc, device, quiet=True)
+        ev = engine.evaluate(model, held, rc, runtime)
         t2 = time.perf_counter()
         rows.append({"train_s": t1 - t0, "eval_s": t2 - t1, "loss": out["train_loss"],
                      "heldout": ev["loss"]})
@@ -62,7 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_params(args.params)
     rc = resolve_run(cfg, args.run)
-    device = resolve_device(args.device or rc.device)
+    runtime = runtime_for(cfg, args.device, quiet=True)
+    device = runtime.device
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
@@ -79,7 +81,7 @@ def main() -> None:
     ]
     for precision in ("fp32", "bf16"):
         r = dataclasses.replace(rc, precision=precision)
-        rows = seconds_per_epoch(r, device, args.epochs)
+        rows = seconds_per_epoch(r, runtime, args.epochs)
         later = rows[1:] or rows
         steady = sum(x["train_s"] + x["eval_s"] for x in later) / len(later)
         train_s = ", ".join(f"{x['train_s']:.1f}" for x in rows)

@@ -130,6 +130,23 @@ def test_dump_params_round_trips():
     tree = yaml.safe_load(config.dump_params(rc))
     assert tree["run"] == "adam_mix" and tree["optim"]["lr"] == rc.optim.lr
     assert tree == rc.to_dict()
+    # the process's runtime settings are not part of a run: params.yaml does not list them
+    assert "device" not in tree and "quiet" not in tree
+
+
+def test_params_yaml_with_runtime_keys_still_loads(tmp_path):
+    """A params.yaml written before the Runtime split lists ``device`` and ``quiet``: the store
+    reads it back (the keys are ignored), to the same RunConfig and run hash."""
+    from pspnet_core.store import runs
+
+    rc = resolve_run(load_params("smoke"), "sgd_mix")
+    old = {**rc.to_dict(), "device": "cuda", "quiet": True}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(old, sort_keys=False))
+    back = runs.load_run_config(path)
+    assert back == rc and config.run_hash(back) == config.run_hash(rc)
+    path.write_text(config.dump_params(rc))
+    assert runs.load_run_config(path) == rc
 
 
 def test_hash_ignores_what_does_not_change_training_and_tracks_what_does():

@@ -20,6 +20,9 @@ from pspnet_core.results import analysis
 from pspnet_core.store import runs
 from pspnet_core.train import engine
 from pspnet_core.train.grid import get_grid, get_runs
+from pspnet_core.train.runtime import Runtime
+
+CPU = Runtime(torch.device("cpu"), quiet=True)  # the runtime the unit tests train and evaluate on
 
 
 class Tiny(nn.Module):
@@ -174,8 +177,8 @@ def test_train_epoch_with_mix_is_reproducible_and_uses_mixed_loss(tmp_path):
         model = Tiny(21)
         opt = engine.build_optimizer(model, rc)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        out = engine.train_one_epoch(model, batches(21), opt, rc, torch.device("cpu"), 1,
-                                     mix_generator=gen, quiet=True)
+        out = engine.train_one_epoch(model, batches(21), opt, rc, CPU, 1,
+                                     mix_generator=gen)
         return out, model.conv.weight.detach().clone()
 
     a, wa = one(1)
@@ -190,7 +193,7 @@ def test_train_epoch_with_mix_is_reproducible_and_uses_mixed_loss(tmp_path):
 def test_evaluate_against_hand_counts(tmp_path):
     """mIoU / pixel accuracy / Dice / IoU from one confusion matrix summed over all batches,
     checked against numbers counted by hand."""
-    cpu = torch.device("cpu")
+    cpu = CPU
     rc = tiny_cfg(tmp_path)
     k = rc.num_classes
     # VOC, two batches of one 1x4 / 1x3 image (255 = ignore):
@@ -200,17 +203,17 @@ def test_evaluate_against_hand_counts(tmp_path):
     # pixel accuracy: 4 right of the 6 counted pixels (the ignore pixel is skipped)
     loader = [(rows([0, 1, 1, 1]), torch.tensor([[[0, 0, 1, 1]]])),
               (rows([0, 2, 2]), torch.tensor([[[2, 2, 255]]]))]
-    out = engine.evaluate(FromInput(k), loader, rc, cpu, quiet=True)
+    out = engine.evaluate(FromInput(k), loader, rc, cpu)
     assert out["miou"] == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3, abs=1e-12)
     assert out["pixel_acc"] == pytest.approx(4 / 6, abs=1e-12)
     # a perfect prediction
     perfect = [(rows([0, 0, 1, 1]), torch.tensor([[[0, 0, 1, 1]]]))]
-    out = engine.evaluate(FromInput(k), perfect, rc, cpu, quiet=True)
+    out = engine.evaluate(FromInput(k), perfect, rc, cpu)
     assert out["miou"] == 1.0 and out["pixel_acc"] == 1.0 and out["loss"] < 1e-6
     # held-out loss: the mean over images of per-image losses (not over batches or pixels)
     model = Tiny(k)
     loader = batches(k)
-    out = engine.evaluate(model, loader, rc, cpu, quiet=True)
+    out = engine.evaluate(model, loader, rc, cpu)
     with torch.no_grad():
         per = torch.cat([segmentation_loss(model(x, False)[0], y, reduction="per_image")
                          for x, y in loader])
@@ -223,7 +226,7 @@ def test_evaluate_against_hand_counts(tmp_path):
     assert leaf.num_classes == 1
     loader = [(rows([2.0, 2.0, -2.0, 2.0]), torch.tensor([[[1.0, 1.0, 1.0, 0.0]]])),
               (rows([-2.0]), torch.tensor([[[0.0]]]))]
-    out = engine.evaluate(FromInput(1), loader, leaf, cpu, quiet=True)
+    out = engine.evaluate(FromInput(1), loader, leaf, cpu)
     assert set(out) == {"loss", "dice", "iou", "pixel_acc"}
     assert out["dice"] == pytest.approx(2 / 3, abs=1e-12)
     assert out["iou"] == pytest.approx(1 / 2, abs=1e-12)
@@ -241,7 +244,7 @@ def test_bf16_channels_last_step_on_pspnet(tmp_path):
     model = build_model(rc.model, 21).to(memory_format=torch.channels_last)
     opt = engine.build_optimizer(model, rc)
     loader = batches(21, n=1, b=2, size=65)
-    out = engine.train_one_epoch(model, loader, opt, rc, torch.device("cpu"), 1, quiet=True)
+    out = engine.train_one_epoch(model, loader, opt, rc, CPU, 1)
     assert math.isfinite(out["train_loss"])
     logits = analysis.predict(model, loader[0][0], "bf16", channels_last=True)
     assert logits.dtype == torch.float32 and logits.shape == (2, 21, 65, 65)
@@ -253,7 +256,7 @@ def test_non_finite_loss_names_epoch_and_step(tmp_path):
     model = Tiny(21, fill=float("nan"))
     opt = engine.build_optimizer(model, rc)
     with pytest.raises(engine.NonFiniteLossError, match="epoch 4, step 1"):
-        engine.train_one_epoch(model, batches(21), opt, rc, torch.device("cpu"), 4, quiet=True)
+        engine.train_one_epoch(model, batches(21), opt, rc, CPU, 4)
 
 
 @pytest.mark.slow
@@ -311,7 +314,7 @@ def test_clean_training_loss_is_the_held_out_measurement_on_fixed_training_image
     model = Tiny(rc.num_classes)
     model.load_state_dict(runs.open_run(rc).checkpoint()["model"])
     loader = data.make_loader(clean, rc.eval_batch_size, train=False, seed=rc.seed)
-    again = engine.evaluate(model, loader, rc, torch.device("cpu"), quiet=True)
+    again = engine.evaluate(model, loader, rc, CPU)
     assert again["loss"] == pytest.approx(hist["train_clean_loss"].iloc[-1], rel=1e-6)
     assert hist["train_clean_loss"].iloc[-1] != pytest.approx(hist["train_loss"].iloc[-1])
 
@@ -364,8 +367,7 @@ def test_ddp_two_cpu_processes_write_one_history(reference_run, tmp_path):
     rc = run.run_cfg
     _, heldout = data.build_datasets(rc)
     loader = data.make_loader(heldout, rc.eval_batch_size, train=False, seed=rc.seed)
-    single = engine.evaluate(analysis.load_model(run, "cpu"), loader, rc, torch.device("cpu"),
-                             quiet=True)
+    single = engine.evaluate(analysis.load_model(run, "cpu"), loader, rc, CPU)
     last = hist.iloc[-1]
     assert single["loss"] == pytest.approx(last["heldout_loss"], rel=1e-5)
     assert single["miou"] == pytest.approx(last["heldout_miou"], abs=1e-9)
@@ -424,3 +426,19 @@ def test_get_grid_trains_what_is_missing_with_the_whole_grids_eta(tmp_path, caps
     out = capsys.readouterr()
     assert "grid:" not in out.out + out.err and "epoch" not in out.out + out.err
     assert get_runs(cfg, "sgd_mix")[0].dir == grid["sgd_mix"][0].dir
+
+
+def test_grid_builds_the_runtime_from_the_preset_and_its_keywords(tmp_path, monkeypatch):
+    """``get_grid`` / ``get_run`` train with one Runtime: the preset's ``device`` / ``quiet``
+    settings, replaced by ``device=`` / ``quiet=`` (notebooks), or a ``runtime=`` given."""
+    from pspnet_core.train import grid
+
+    cfg = load_params(write_tiny(tmp_path))  # quiet: true
+    got = []
+    monkeypatch.setattr(engine, "fit", lambda run_cfg, runtime, **kw: got.append(runtime))
+    grid.get_run(cfg, "adam_none")
+    grid.get_run(cfg, "adam_none", quiet=False, device="cpu")
+    grid.get_grid(cfg, ["adam_none", "sgd_mix"], runtime=CPU)
+    assert got[0] == Runtime(torch.device("cpu"), 0, 1, quiet=True)
+    assert got[1] == Runtime(torch.device("cpu"), 0, 1, quiet=False)
+    assert got[2:] == [CPU, CPU]

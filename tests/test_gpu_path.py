@@ -30,6 +30,7 @@ from pspnet_core.data.loading import make_loader
 from pspnet_core.model import PSPNet
 from pspnet_core.system.device import autocast, to_device
 from pspnet_core.train import engine
+from pspnet_core.train.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,7 +126,7 @@ def test_sync_batchnorm_on_cuda_keeps_params_frozen_layers_and_keys(monkeypatch,
     trainable = {id(p) for g in opt.param_groups for p in g["params"]}
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
 
-    synced, ddp = engine._distributed(model, torch.device("cuda", 1), world=2)
+    synced, ddp = engine._distributed(model, Runtime(torch.device("cuda", 1), 1, 2))
     assert isinstance(ddp, _FakeDDP) and ddp.module is synced and ddp.device_ids == [1]
     bns = [m for m in synced.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     assert bns and all(isinstance(m, nn.SyncBatchNorm) for m in bns)
@@ -138,7 +139,8 @@ def test_sync_batchnorm_on_cuda_keeps_params_frozen_layers_and_keys(monkeypatch,
     assert frozen_bns and all(m.training is (frozen_bn == "train") for m in frozen_bns)
     assert all(m.training for m in bns if m.weight.requires_grad)
 
-    cpu_model, cpu_ddp = engine._distributed(_frozen_pspnet(frozen_bn), torch.device("cpu"), 2)
+    cpu_model, cpu_ddp = engine._distributed(_frozen_pspnet(frozen_bn),
+                                                 Runtime(torch.device("cpu"), 0, 2))
     assert cpu_ddp.device_ids is None  # gloo: no device ids, and no SyncBatchNorm
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in cpu_model.modules())
 

@@ -70,3 +70,25 @@ def test_missing_dataset_is_one_clear_error_and_leaves_no_run_folder(tmp_path, c
     assert "download: true" in err and "Traceback" not in err
     runs_dir = tmp_path / "runs"
     assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
+
+
+def test_device_and_quiet_go_into_the_runtime_not_the_runs(tmp_path, monkeypatch):
+    """``--device`` / ``--quiet`` build the one Runtime the grid trains with; the preset's
+    ``quiet:`` is read when no flag is given; the runs (and their hashes) stay the same."""
+    import torch
+
+    from pspnet_core.config import load_params, resolve_run, run_hash
+    from pspnet_core.train.runtime import Runtime
+
+    seen = []
+    monkeypatch.setattr(train, "get_grid", lambda cfg, names, **kw: seen.append((cfg, kw)))
+    params = write_tiny(tmp_path, quiet=False)
+    assert train.main(["--params", str(params), "--run", "adam_none"]) == 0
+    assert train.main(["--params", str(params), "--run", "adam_none", "--device", "cpu",
+                       "--quiet"]) == 0
+    (cfg0, kw0), (cfg1, kw1) = seen
+    assert kw0["runtime"] == Runtime(torch.device("cpu"), 0, 1, quiet=False)
+    assert kw1["runtime"] == Runtime(torch.device("cpu"), 0, 1, quiet=True)
+    assert not cfg1.quiet  # --quiet is not written into the preset
+    base = load_params(params)
+    assert run_hash(resolve_run(cfg1, "adam_none")) == run_hash(resolve_run(base, "adam_none"))

@@ -7,7 +7,8 @@ Overrides are dotted keys (``{"train.epochs": 3}``) or keywords with ``__`` for 
 the key and says what is allowed.
 
 ``resolve_run(cfg, "sgd_mix")`` flattens the preset into the :class:`RunConfig` of one training
-run; its :func:`run_hash` covers everything that changes training (not the device, progress bars).
+run; its :func:`run_hash` covers everything that changes training. The device and the progress
+output are not in it: they are the training process's ``train.runtime.Runtime``.
 
 The package, by job: :mod:`~pspnet_core.config.schema` (the dataclasses and their field docs),
 :mod:`~pspnet_core.config.validate` (the validator), :mod:`~pspnet_core.config.load` (YAML,

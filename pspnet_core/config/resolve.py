@@ -42,8 +42,6 @@ def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfi
         seed=int(seed),
         precision=resolve_precision(cfg.precision, cfg.device).name,
         channels_last=cfg.channels_last,
-        device=cfg.device,
-        quiet=cfg.quiet,
         data=cfg.data,
         model=cfg.model,
         augment=cfg.augment,
@@ -70,6 +68,8 @@ class HashCoverage:
     trained again."""
 
     # RunConfig fields never hashed: where and how a run is shown and stored, not what it learns
+    # (the device, rank, world size and quiet flag are not RunConfig fields at all: they are the
+    # process's train.runtime.Runtime)
     not_hashed: tuple[str, ...]
     # section -> keys that do not change what a run learns
     not_training: dict[str, tuple[str, ...]]
@@ -83,8 +83,7 @@ class HashCoverage:
 
 
 HASH_COVERAGE = HashCoverage(
-    not_hashed=("preset", "device", "quiet", "runs_dir", "checkpoint_seconds",
-                "eval_batch_size"),
+    not_hashed=("preset", "runs_dir", "checkpoint_seconds", "eval_batch_size"),
     not_training={"data": ("num_workers", "download", "classes", "class_colors")},
     task_data={
         "voc": ("voc_source", "voc_root", "voc_image_set", "num_classes", "n_train",

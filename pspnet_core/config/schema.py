@@ -236,6 +236,9 @@ class StudyConfig:
     # every run is trained once per seed, each (run, seed) in its own run folder; the old
     # ``seed: N`` key is still read, as ``seeds: [N]`` (see load_params)
     seeds: tuple[int, ...] = (0,)
+    # device and quiet are runtime settings: read when a process builds its train.runtime.Runtime
+    # (--device / --quiet replace them), never copied into a run's RunConfig; device also
+    # decides what precision "auto" resolves to
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto: bf16 where the device computes it natively, else fp32 (pspnet_core.system.precision);
     # a run records the resolved one (RunConfig.precision)
@@ -289,8 +292,8 @@ class RunConfig:
     seed: int
     precision: Literal["fp32", "bf16"]  # resolved from the preset's (auto -> fp32 or bf16)
     channels_last: bool
-    device: str
-    quiet: bool
+    # no device or quiet: where and how a process trains is its train.runtime.Runtime, not
+    # part of the run (the preset's device/quiet settings are read when the Runtime is built)
     data: DataConfig
     model: ModelConfig
     augment: AugmentConfig

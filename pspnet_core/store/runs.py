@@ -136,6 +136,9 @@ def run_dir(run_cfg: RunConfig) -> Path:
     return paths.resolve(run_cfg.runs_dir) / name
 
 
+LEGACY_RUNTIME_KEYS = ("device", "quiet")  # in params.yaml of older runs; ignored when read
+
+
 def load_run_config(path: str | Path) -> RunConfig:
     """A RunConfig back from a run folder's ``params.yaml``."""
     path = Path(path)
@@ -149,6 +152,11 @@ def load_run_config(path: str | Path) -> RunConfig:
         raise ParamsError(
             f"{path} is damaged (not valid YAML text: {why}); delete {path.parent} to retrain"
         ) from None
+    if isinstance(tree, dict):
+        # params.yaml written before the Runtime split lists the process's device and quiet
+        # flag; they were never hashed and are not part of a run: ignore them
+        for key in LEGACY_RUNTIME_KEYS:
+            tree.pop(key, None)
     try:
         return build_config_section(RunConfig, tree)
     except ParamsError as err:

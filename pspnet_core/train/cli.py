@@ -32,6 +32,7 @@ folder, bad data, full or read-only disk), 130 for Ctrl-C. ``--debug`` adds the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -41,10 +42,10 @@ from pspnet_core.config import ParamsError, load_params, parse_overrides, resolv
 from pspnet_core.store import runs
 from pspnet_core.store.studystate import OUTPUTS_ENV, index_state
 from pspnet_core.system import errors, process
-from pspnet_core.system.device import resolve_device
 from pspnet_core.system.precision import resolve_precision
 from pspnet_core.train import launch
 from pspnet_core.train.grid import get_grid
+from pspnet_core.train.runtime import runtime_for
 
 
 def wall_minutes(text: str) -> int:
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this seed of the preset's seeds (repeatable; default: all)")
     p.add_argument("--list", action="store_true",
                    help="list the preset's run x seed grid and the status of each")
-    p.add_argument("--device", default=None, help="override the preset's device (auto/cpu/cuda)")
+    p.add_argument("--device", default=None, choices=("auto", "cpu", "cuda"),
+                   help="train on this device instead of the preset's `device:` setting")
     p.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     p.add_argument("--debug", action="store_true",
                    help="print the traceback of an error (default: one line)")
@@ -162,12 +164,12 @@ def _follow_study(outputs_dir: Path) -> None:
 def _main(args: argparse.Namespace) -> int:
     """The command inside the boundary: every error is raised, :func:`errors.run_main` prints
     it as one line and maps it to the exit code (a run's own error is prefixed with the run)."""
-    overrides = parse_overrides(args.set)
+    cfg = load_params(args.params, parse_overrides(args.set))
     if args.device:
-        overrides["device"] = args.device
-    if args.quiet:
-        overrides["quiet"] = True
-    cfg = load_params(args.params, overrides)
+        # the device decides what `precision: auto` resolves to (a hashed field), so the runs
+        # resolved here, listed and trained, resolve against the device they train on
+        cfg = dataclasses.replace(cfg, device=args.device)
+    quiet = True if args.quiet else None  # --quiet, else the preset's `quiet:` setting
     seeds = list(dict.fromkeys(args.seed)) or list(cfg.seeds)
     bad = [s for s in seeds if s not in cfg.seeds]
     if bad:
@@ -195,13 +197,16 @@ def _main(args: argparse.Namespace) -> int:
             time_min=args.time, mem=args.mem, max_parallel=args.max_parallel,
             account=args.account, log_dir=args.log_dir,
         )
-        return launch.launch(cfg, names, seeds, args.launcher, opts, wait=args.wait)
+        return launch.launch(cfg, names, seeds, args.launcher, opts, wait=args.wait,
+                             quiet=quiet)
     given = [f for f in JOB_FLAGS if getattr(args, f) not in (None, False)]
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise ParamsError(f"{flag} is a job option: add --launcher local or --launcher slurm")
-    resolve_device(cfg.device)  # bad input (exit 2) before any run folder is touched
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    # this process's Runtime, built once (an unavailable device is bad input, exit 2, before
+    # any run folder is touched)
+    runtime = runtime_for(cfg, quiet=quiet)
+    rank0 = runtime.rank == 0
 
     def log(line: str) -> None:
         if rank0:
@@ -211,5 +216,5 @@ def _main(args: argparse.Namespace) -> int:
         status = r.status
         log(f"{name}: {status if status in runs.DONE_STATES else r.describe()}, {r.dir}")
 
-    get_grid(cfg, names, seeds=seeds, log=log, on_run=say_done)
+    get_grid(cfg, names, seeds=seeds, log=log, on_run=say_done, runtime=runtime)
     return 0

@@ -19,6 +19,10 @@ losses, galleries) is ``analysis.py``'s. The pieces, torchvision-reference style
 - ``evaluate``: held-out loss (mean of per-image losses) and a confusion matrix -> mIoU and pixel
   accuracy (VOC) or Dice and IoU at threshold 0.5 (leaf); sums are all-reduced under DDP.
 
+Where and how a process trains (device, rank, world size, quiet) is one
+:class:`~pspnet_core.train.runtime.Runtime`, passed once to :func:`fit` and from it to each step;
+none of it is part of the RunConfig or its hash.
+
 ``history.csv`` columns, one row per epoch (1-based): ``epoch, train_loss, train_total_loss,
 train_clean_loss, heldout_loss, heldout_miou, heldout_pixel_acc`` (VOC) or ``heldout_dice,
 heldout_iou, heldout_pixel_acc`` (leaf), ``lr, seconds``.
@@ -76,9 +80,10 @@ from pspnet_core.losses import main_and_total, segmentation_loss
 from pspnet_core.metrics import SegMetrics
 from pspnet_core.mixing import mix_batch
 from pspnet_core.store import runs as store
-from pspnet_core.system.device import autocast, resolve_device, to_device
+from pspnet_core.system.device import autocast, to_device
 from pspnet_core.system.precision import warn_if_emulated
 from pspnet_core.train.progress import format_epoch_line, format_resume_line
+from pspnet_core.train.runtime import Runtime, build_runtime
 
 STOP_ENV = "PSPNET_STOP_AFTER_EPOCH"  # test hook: return after saving this epoch's checkpoint
 # "0" turns the progress bars off (the per-epoch lines stay). `make test` sets it for nbval,
@@ -225,12 +230,11 @@ def train_one_epoch(
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     run_cfg: RunConfig,
-    device: torch.device,
+    runtime: Runtime,
     epoch: int,
     *,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     mix_generator: torch.Generator | None = None,
-    quiet: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``; ``scheduler`` (if given) is stepped after every iteration.
 
@@ -243,11 +247,11 @@ def train_one_epoch(
     weights in memory are then spoiled, but nothing is saved: the last good checkpoint is kept.
     """
     model.train()
-    rank, world = dist_info()
+    device = runtime.device
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # main, total, steps
     one = torch.ones((), dtype=torch.float64, device=device)
     first_bad = torch.zeros((), dtype=torch.int64, device=device)  # 0: every loss finite so far
-    bar = _bar(loader, quiet or rank != 0,
+    bar = _bar(loader, not runtime.shows,
                desc=f"{run_cfg.run} s{run_cfg.seed} epoch {epoch} train")
     checked = step = 0
     for step, (images, target) in enumerate(bar, start=1):
@@ -306,9 +310,8 @@ def evaluate(
     model: nn.Module,
     loader: DataLoader,
     run_cfg: RunConfig,
-    device: torch.device,
+    runtime: Runtime,
     *,
-    quiet: bool = False,
     desc: str = "held-out",
 ) -> dict[str, float]:
     """Held-out loss (mean per-image main-head loss) and metrics, reduced across ranks.
@@ -316,10 +319,10 @@ def evaluate(
     VOC: ``loss, miou, pixel_acc``; leaf: ``loss, dice, iou, pixel_acc``.
     """
     model.eval()
-    rank, _ = dist_info()
+    device = runtime.device
     metrics = SegMetrics(run_cfg.num_classes, device=device)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, images
-    for images, target in _bar(loader, quiet or rank != 0, desc=desc):
+    for images, target in _bar(loader, not runtime.shows, desc=desc):
         images = images.to(device, non_blocking=True)
         if run_cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -354,14 +357,15 @@ def _history_row(epoch, train, clean, heldout, task, lr, seconds) -> dict[str, A
 
 def fit(
     run_cfg: RunConfig,
+    runtime: Runtime | None = None,
     *,
-    device: str | torch.device | None = None,
-    quiet: bool | None = None,
     stop_after_epoch: int | None = None,
     build_model: Callable[..., nn.Module] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """Train ``run_cfg`` into its run folder; returns the history (all completed epochs).
+    """Train ``run_cfg`` into its run folder on ``runtime`` (:class:`~.runtime.Runtime`:
+    device, rank, world size, quiet; ``None``: :func:`~.runtime.build_runtime`'s defaults, the
+    ``auto`` device, not quiet); returns the history (all completed epochs).
 
     Finished runs return their history at once; interrupted runs resume from the checkpoint.
     ``stop_after_epoch`` (or env ``PSPNET_STOP_AFTER_EPOCH``) returns early after that epoch's
@@ -378,22 +382,21 @@ def fit(
     run = store.open_run(run_cfg)
     if run.done:
         return run.history
-    device = resolve_device(device if device is not None else run_cfg.device)
-    quiet = run_cfg.quiet if quiet is None else quiet
-    warn_if_emulated(run_cfg.precision, device.type)  # once per process
+    if runtime is None:
+        runtime = build_runtime()
+    warn_if_emulated(run_cfg.precision, runtime.device.type)  # once per process
     if stop_after_epoch is None and os.environ.get(STOP_ENV):
         stop_after_epoch = int(os.environ[STOP_ENV])
-    started_dist = setup_distributed(device)
-    rank, world = dist_info()
+    started_dist = setup_distributed(runtime.device)
+    if (runtime.rank, runtime.world) != dist_info():
+        raise RuntimeError(f"the runtime's rank/world {runtime.rank}/{runtime.world} is not "
+                           f"this process's {dist_info()[0]}/{dist_info()[1]}")
     try:
-        lock = store.run_lock(run) if rank == 0 else contextlib.nullcontext()
+        lock = store.run_lock(run) if runtime.rank == 0 else contextlib.nullcontext()
         with lock:
-            training = setup_training(run_cfg, device=device, world=world,
-                                      build_model=build_model)
-            start, history = resume_training(run, training, device=device, rank=rank,
-                                             world=world, quiet=quiet)
-            return train_epochs(run, training, start=start, history=history, device=device,
-                                rank=rank, world=world, quiet=quiet,
+            training = setup_training(run_cfg, runtime, build_model=build_model)
+            start, history = resume_training(run, training, runtime)
+            return train_epochs(run, training, runtime, start=start, history=history,
                                 stop_after_epoch=stop_after_epoch, on_epoch=on_epoch)
     finally:
         if started_dist:
@@ -418,13 +421,13 @@ class Training:
 
 def setup_training(
     run_cfg: RunConfig,
+    runtime: Runtime,
     *,
-    device: torch.device,
-    world: int,
     build_model: Callable[..., nn.Module] | None = None,
 ) -> Training:
     """Datasets (generated first when synthetic and missing), the network seeded from
-    ``run_cfg.seed`` on ``device``, its optimizer and its schedule."""
+    ``run_cfg.seed`` on the runtime's device, its optimizer and its schedule."""
+    world = runtime.world
     if run_cfg.batch_size % world:
         raise ValueError(
             f"train.batch_size {run_cfg.batch_size} is the global batch and must be divisible "
@@ -439,7 +442,7 @@ def setup_training(
         model = model_lib.build_model(run_cfg.model, run_cfg.num_classes, arch=run_cfg.arch)
     else:
         model = build_model(run_cfg.model, run_cfg.num_classes)
-    model = model.to(device)
+    model = model.to(runtime.device)
     if run_cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, run_cfg)
@@ -467,19 +470,15 @@ def clean_training_set(run_cfg: RunConfig, n_train: int, n_heldout: int) -> Data
 def resume_training(
     run: store.Run,
     training: Training,
-    *,
-    device: torch.device,
-    rank: int,
-    world: int,
-    quiet: bool,
+    runtime: Runtime,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Load the run's checkpoint (if any) into ``training``'s network, optimizer and schedule;
     returns (completed epochs, their history rows). Rank 0 writes the run's ``params.yaml`` and
     ``env.json`` (``runs.start_run``)."""
-    run_cfg = training.run_cfg
+    run_cfg, world = training.run_cfg, runtime.world
     start, history = 0, []
     if run.checkpoint_path.is_file():
-        state = run.checkpoint(map_location=device)
+        state = run.checkpoint(map_location=runtime.device)
         store.load_state(training.model, state["model"], run.checkpoint_path)
         store.load_state(training.optimizer, state["optimizer"], run.checkpoint_path, "optimizer")
         store.load_state(training.scheduler, state["scheduler"], run.checkpoint_path, "schedule")
@@ -491,17 +490,18 @@ def resume_training(
                 f"would change; resume it with {saved_world}, or delete the folder to retrain"
             )
         start, history = int(state["epoch"]), [dict(r) for r in state["history"]]
-    if rank == 0:
-        store.start_run(run, device, world)
-        if start and not quiet:
+    if runtime.rank == 0:
+        store.start_run(run, runtime.device, world)
+        if start and not runtime.quiet:
             tqdm.write(format_resume_line(run_cfg.run, run_cfg.seed, start, run.dir))
     return start, history
 
 
-def _distributed(model: nn.Module, device: torch.device, world: int) -> tuple[nn.Module, nn.Module]:
+def _distributed(model: nn.Module, runtime: Runtime) -> tuple[nn.Module, nn.Module]:
     """(model, the module to train): under DDP the model (with SyncBatchNorm on CUDA) and its
     DistributedDataParallel wrapper; otherwise the model twice."""
-    if world == 1:
+    device = runtime.device
+    if runtime.world == 1:
         return model, model
     if device.type == "cuda":  # a few images per GPU: BatchNorm statistics over all GPUs
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -511,10 +511,10 @@ def _distributed(model: nn.Module, device: torch.device, world: int) -> tuple[nn
     return model, ddp_model
 
 
-def _epoch_loader(training: Training, epoch: int, rank: int, world: int) -> DataLoader:
+def _epoch_loader(training: Training, epoch: int, runtime: Runtime) -> DataLoader:
     """The training loader of ``epoch``, seeded from (seed, epoch) (tag 1); under DDP this
     rank's shard."""
-    run_cfg = training.run_cfg
+    run_cfg, rank, world = training.run_cfg, runtime.rank, runtime.world
     sampler = None
     if world > 1:
         sampler = DistributedSampler(training.train_ds, num_replicas=world, rank=rank,
@@ -528,13 +528,10 @@ def _epoch_loader(training: Training, epoch: int, rank: int, world: int) -> Data
 def train_epochs(
     run: store.Run,
     training: Training,
+    runtime: Runtime,
     *,
     start: int,
     history: list[dict[str, Any]],
-    device: torch.device,
-    rank: int,
-    world: int,
-    quiet: bool,
     stop_after_epoch: int | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
@@ -542,8 +539,8 @@ def train_epochs(
     held-out set, then (rank 0) save the checkpoint when one is due (:func:`_checkpoint_due`),
     mark the run done after the last epoch and print the epoch line
     (``progress.format_epoch_line``). Returns the history so far."""
-    run_cfg = training.run_cfg
-    model, ddp_model = _distributed(training.model, device, world)
+    run_cfg, rank, world = training.run_cfg, runtime.rank, runtime.world
+    model, ddp_model = _distributed(training.model, runtime)
     optimizer, scheduler = training.optimizer, training.scheduler
     heldout_loader, clean_loader = (make_loader(
         Subset(ds, list(range(rank, len(ds), world))) if world > 1 else ds,
@@ -553,28 +550,27 @@ def train_epochs(
     metric = ("dice", "heldout_dice") if run_cfg.task == "leaf" else ("mIoU", "heldout_miou")
 
     last_save = time.monotonic()
-    epochs = _bar(range(start + 1, run_cfg.epochs + 1), quiet or rank != 0,
+    epochs = _bar(range(start + 1, run_cfg.epochs + 1), not runtime.shows,
                   desc=f"{run_cfg.run} s{run_cfg.seed}", initial=start, total=run_cfg.epochs)
     for epoch in epochs:
         t0 = time.perf_counter()
         # every epoch reseeds from (seed, epoch): a resumed run draws what an uninterrupted one
         # would; the tags 0/1/2 keep the process, loader and mixing streams apart
         seed_everything(derive_seed(run_cfg.seed, epoch, 0, rank))
-        loader = _epoch_loader(training, epoch, rank, world)
+        loader = _epoch_loader(training, epoch, runtime)
         mix_gen = None
         if run_cfg.regime == "mix":
             mix_gen = torch.Generator().manual_seed(derive_seed(run_cfg.seed, epoch, 2, rank))
         lr = optimizer.param_groups[0]["lr"]
         train = train_one_epoch(
-            ddp_model, loader, optimizer, run_cfg, device, epoch,
+            ddp_model, loader, optimizer, run_cfg, runtime, epoch,
             scheduler=scheduler if training.per_iter else None, mix_generator=mix_gen,
-            quiet=quiet,
         )
         if not training.per_iter:
             scheduler.step()
-        heldout = evaluate(ddp_model, heldout_loader, run_cfg, device, quiet=quiet,
+        heldout = evaluate(ddp_model, heldout_loader, run_cfg, runtime,
                            desc=f"{run_cfg.run} s{run_cfg.seed} held-out")
-        clean = evaluate(ddp_model, clean_loader, run_cfg, device, quiet=quiet,
+        clean = evaluate(ddp_model, clean_loader, run_cfg, runtime,
                          desc=f"{run_cfg.run} s{run_cfg.seed} training, clean")
         row = _history_row(epoch, train, clean, heldout, run_cfg.task, lr,
                            time.perf_counter() - t0)
@@ -583,7 +579,7 @@ def train_epochs(
         if rank == 0 and _checkpoint_due(run_cfg, epoch, stopping, last_save):
             _save(run, model, training, epoch, history, world)
             last_save = time.monotonic()
-        if rank == 0 and not quiet:
+        if runtime.shows:
             tqdm.write(format_epoch_line(
                 run_cfg.run, run_cfg.seed, epoch, run_cfg.epochs,
                 train_loss=row["train_loss"], heldout_loss=row["heldout_loss"],

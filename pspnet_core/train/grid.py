@@ -17,6 +17,26 @@ from pspnet_core.system import errors
 from pspnet_core.system.precision import resolve_precision
 from pspnet_core.train import engine
 from pspnet_core.train.progress import GridClock, GridJob
+from pspnet_core.train.runtime import Runtime, runtime_for
+
+
+def _runtime_maker(cfg: StudyConfig, fit_kwargs: dict[str, Any]
+                   ) -> tuple[bool, Callable[[], Runtime]]:
+    """Pop ``runtime`` / ``device`` / ``quiet`` from ``fit_kwargs``: (quiet, a function returning
+    the :class:`Runtime` to train with (the one given, else the preset's ``device`` / ``quiet``
+    settings, each replaced by the keyword when given), built on first use only, so that reading
+    finished runs never resolves the device (a ``device: cuda`` preset read on a laptop)."""
+    given: Runtime | None = fit_kwargs.pop("runtime", None)
+    device, quiet = fit_kwargs.pop("device", None), fit_kwargs.pop("quiet", None)
+    built: list[Runtime] = [] if given is None else [given]
+    quiet = given.quiet if given is not None else cfg.quiet if quiet is None else bool(quiet)
+
+    def runtime() -> Runtime:
+        if not built:
+            built.append(runtime_for(cfg, device, quiet))
+        return built[0]
+
+    return quiet, runtime
 
 
 def get_run(
@@ -26,12 +46,14 @@ def get_run(
     first): loaded if done, resumed if interrupted, trained if absent.
 
     With ``train=False`` nothing is trained: the run is returned in whatever state it is
-    (check ``run.status``). ``fit_kwargs`` go to :func:`fit`.
+    (check ``run.status``). ``fit_kwargs`` go to :func:`fit`; ``runtime=`` (a :class:`Runtime`)
+    or ``device=`` / ``quiet=`` (replacing the preset's settings) say where and how it trains.
     """
     r = store.open_run(resolve_run(cfg, run, seed))
     if r.done or not train:
         return r
-    engine.fit(r.run_cfg, **fit_kwargs)
+    _, runtime = _runtime_maker(cfg, fit_kwargs)
+    engine.fit(r.run_cfg, runtime(), **fit_kwargs)
     return r
 
 
@@ -54,14 +76,15 @@ def get_grid(
     ``log`` gets the precision; after each, the whole grid's time left (``progress.GridClock``;
     not with ``quiet``). ``on_run(name, seed, run)`` is called for every pair once it is done
     or found done (the command line prints the folder). An error of one run is raised as it is,
-    marked with the run and seed (:func:`errors.locate`: the boundary's line names them)."""
+    marked with the run and seed (:func:`errors.locate`: the boundary's line names them).
+    ``runtime=`` or ``device=`` / ``quiet=`` as for :func:`get_run`; the runtime is built once,
+    before the first run it trains."""
     log = log if log is not None else tqdm.write
     names = list(runs)
     pairs = [(seed, name) for seed in (seeds if seeds is not None else cfg.seeds)
              for name in names]
     clock = grid_clock(cfg, pairs) if train else GridClock([])
-    quiet = fit_kwargs.get("quiet")
-    quiet = cfg.quiet if quiet is None else quiet
+    quiet, runtime = _runtime_maker(cfg, fit_kwargs)
     if clock.jobs and not quiet:
         log(f"precision {resolve_precision(cfg.precision, cfg.device).describe()}")
     if len(clock.jobs) > 1 and not quiet:
@@ -71,8 +94,8 @@ def get_grid(
         try:
             r = store.open_run(resolve_run(cfg, name, seed))
             if train and not r.done:
-                engine.fit(r.run_cfg, on_epoch=lambda row, n=name, s=seed: clock.epoch_done(
-                    n, s, row["seconds"]), **fit_kwargs)
+                engine.fit(r.run_cfg, runtime(), on_epoch=lambda row, n=name, s=seed:
+                           clock.epoch_done(n, s, row["seconds"]), **fit_kwargs)
                 if r.done:
                     clock.job_done(name, seed)
                 if len(clock.jobs) > 1 and not quiet:

@@ -109,9 +109,10 @@ class TrainPair(submitit.helpers.Checkpointable):
     training stopped on a user error (missing data or weights, a busy run, a diverged loss).
     """
 
-    def __init__(self, project_root: str | None = None):
+    def __init__(self, project_root: str | None = None, quiet: bool | None = None):
         # relative data/ and runs/ paths of the preset resolve against the submitter's root
         self.project_root = project_root or str(paths.project_root())
+        self.quiet = quiet  # --quiet of the submitting command (None: the preset's setting)
 
     def __call__(self, cfg: StudyConfig, run: str, seed: int) -> dict[str, Any]:
         os.environ["PSPNET_HOME"] = self.project_root
@@ -121,7 +122,9 @@ class TrainPair(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
         out: dict[str, Any] = {"run": run, "seed": seed}
         try:
-            r = get_run(cfg, run, seed=seed)
+            # the job's Runtime: built in the job (its device and rank), from the preset's
+            # device and quiet settings (or --quiet)
+            r = get_run(cfg, run, seed=seed, quiet=self.quiet)
         except Exception as err:  # noqa: BLE001 - an expected error is the job's one line
             if errors.exit_code(err) is None:
                 raise  # a bug: submitit keeps its traceback
@@ -276,12 +279,13 @@ def _report(p: Pair, job: Any, say: Callable[[str], None], err: Callable[[str], 
 
 def launch(
     cfg: StudyConfig, names: Sequence[str], seeds: Sequence[int], launcher: str,
-    opts: JobOptions, *, wait: bool = False, poll_s: float = 1.0,
+    opts: JobOptions, *, wait: bool = False, poll_s: float = 1.0, quiet: bool | None = None,
     say: Callable[[str], None] = print,
     err: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> int:
     """Submit the pairs of ``names`` x ``seeds`` not done yet; exit status (0: all submitted
-    jobs ended well, or nothing to do; 1: a job failed)."""
+    jobs ended well, or nothing to do; 1: a job failed). ``quiet``: the jobs' (None: the
+    preset's ``quiet:``)."""
     if launcher not in ("local", "slurm"):
         raise LaunchError(f"--launcher must be one of local, slurm (got {launcher!r})")
     if launcher == "local":  # SLURM-only options would be silently ignored on this machine
@@ -309,8 +313,9 @@ def launch(
             f"{p.run} s{p.seed} {p.state}" for p in skipped))
     if launcher == "slurm":
         return _launch_slurm(cfg, pairs, todo, opts, folder, record_path, recorded,
-                             wait=wait, say=say, err=err)
-    return _launch_local(cfg, pairs, todo, opts, folder, poll_s=poll_s, say=say, err=err)
+                             wait=wait, say=say, err=err, quiet=quiet)
+    return _launch_local(cfg, pairs, todo, opts, folder, poll_s=poll_s, say=say, err=err,
+                         quiet=quiet)
 
 
 def _read_record(path: Path) -> dict[str, str]:
@@ -321,13 +326,14 @@ def _read_record(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _launch_slurm(cfg, pairs, todo, opts, folder, record_path, recorded, *, wait, say, err):
+def _launch_slurm(cfg, pairs, todo, opts, folder, record_path, recorded, *, wait, say, err,
+                  quiet=None):
     if shutil.which("sbatch") is None or shutil.which("srun") is None:
         raise LaunchError("--launcher slurm needs SLURM's sbatch and srun on PATH (run this on a "
                           "login node of the cluster); --launcher local runs the jobs on this "
                           "machine")
     ex = slurm_executor(folder, cfg, opts)
-    fn = TrainPair()
+    fn = TrainPair(quiet=quiet)
     with ex.batch():
         jobs = [ex.submit(fn, cfg, p.run, p.seed) for p in todo]
     for p, job in zip(todo, jobs, strict=True):
@@ -347,7 +353,7 @@ def _launch_slurm(cfg, pairs, todo, opts, folder, record_path, recorded, *, wait
     return 0 if ok else 1
 
 
-def _launch_local(cfg, pairs, todo, opts, folder, *, poll_s, say, err):
+def _launch_local(cfg, pairs, todo, opts, folder, *, poll_s, say, err, quiet=None):
     gpus = opts.gpus_per_job or 0
     n_gpus = _cuda_count()
     if gpus and n_gpus and gpus > n_gpus:
@@ -356,7 +362,7 @@ def _launch_local(cfg, pairs, todo, opts, folder, *, poll_s, say, err):
     if gpus and n_gpus:
         slots = min(slots, n_gpus // gpus)  # each running job holds its own GPUs
     ex = local_executor(folder, opts)
-    fn = TrainPair()
+    fn = TrainPair(quiet=quiet)
     queue = list(todo)
     running: dict[int, tuple[Pair, Any]] = {}
     ok = True
