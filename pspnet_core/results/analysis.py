@@ -148,6 +148,17 @@ def infer(model: nn.Module, run_cfg: RunConfig, ds: Any,
                            loss=float(losses[j]), confusion=cm)
 
 
+def gather(outputs: Iterator[Inferred], **take: Callable[[Inferred], Any]) -> dict[str, list]:
+    """``{name: [take[name](o) for each image o]}`` of a stream of :func:`infer` outputs; each
+    image's tensors (its logits above all: a whole split's do not fit in memory) are released
+    once its values are taken."""
+    got: dict[str, list] = {name: [] for name in take}
+    for o in outputs:
+        for name, value in take.items():
+            got[name].append(value(o))
+    return got
+
+
 def _chosen(size: int, n: int, seed: int) -> np.ndarray:
     """The ``min(n, size)`` seeded random dataset indices of :func:`per_image_losses`, sorted."""
     k = min(int(n), size)
@@ -182,14 +193,13 @@ def per_image_losses(
     ds = data.build_eval_dataset(rc, split)
     chosen = _chosen(len(ds), n, seed)
     model = load_model(run, resolve_device(device))
-    out = list(infer(model, rc, ds, chosen.tolist(), batch_size))
-    loss = np.asarray([o.loss for o in out], dtype=float)
+    got = gather(infer(model, rc, ds, chosen.tolist(), batch_size),
+                 loss=lambda o: o.loss, confusion=lambda o: o.confusion)
+    loss = np.asarray(got["loss"], dtype=float)
     ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
     frame = pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
     if with_metrics:
-        k = 2 if rc.num_classes == 1 else rc.num_classes
-        cms = np.stack([o.confusion for o in out]) if out else np.zeros((0, k, k), np.int64)
-        frame["miou"], frame["pixel_acc"] = _image_scores(cms, rc.num_classes == 1)
+        frame["miou"], frame["pixel_acc"] = _image_scores(got["confusion"], rc.num_classes == 1)
     return frame
 
 
@@ -226,11 +236,12 @@ def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
     else:
         def compute() -> dict[str, Any]:
             model = load_model(run, resolve_device("auto"))
-            out = list(infer(model, rc, ds, chosen.tolist()))
+            got = gather(infer(model, rc, ds, chosen.tolist()),
+                         loss=lambda o: o.loss, confusion=lambda o: o.confusion)
             ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
             return {"index": chosen.astype(np.int64), "ids": np.asarray(ids, dtype=str),
-                    "loss": np.asarray([o.loss for o in out], dtype=float),
-                    "confusion": np.stack([o.confusion for o in out]),
+                    "loss": np.asarray(got["loss"], dtype=float),
+                    "confusion": np.stack(got["confusion"]),
                     "complexity": np.asarray([loss_complexity(ds, int(i)) for i in chosen],
                                              dtype=float)}
         arrays = cached_arrays(run, _ranked_cache(run, split, n, seed), RANKED_KEYS, compute)
@@ -270,12 +281,11 @@ def gallery_tiles(
     rc = run.run_cfg
     ds = data.build_eval_dataset(rc, split)
     model = model if model is not None else load_model(run, "cpu")
-    out = list(infer(model, rc, ds, indices))
-    return {
-        "images": np.stack([data.denormalize(o.image, rc.augment.normalize) for o in out]),
-        "labels": torch.stack([o.target for o in out]).numpy(),
-        "predictions": torch.stack([o.prediction for o in out]).cpu().numpy(),
-    }
+    got = gather(infer(model, rc, ds, indices),
+                 images=lambda o: data.denormalize(o.image, rc.augment.normalize),
+                 labels=lambda o: o.target.numpy(),
+                 predictions=lambda o: o.prediction.cpu().numpy())
+    return {key: np.stack(values) for key, values in got.items()}
 
 
 LEAF_KEYS = ("images", "masks", "probabilities", "regions")
@@ -357,13 +367,14 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
 
 def _leaf_arrays(run: Run, ds) -> dict[str, np.ndarray]:
     rc = run.run_cfg
-    out = list(infer(load_model(run, "cpu"), rc, ds))
-    img = np.stack([data.denormalize(o.image, rc.augment.normalize) for o in out])  # uint8
-    mask = np.stack([o.target.numpy() for o in out])  # (N, H, W)
-    regions = np.stack([leaf_region(i, m) for i, m in zip(img, mask, strict=True)])
-    return {"images": img, "masks": mask,
-            "probabilities": np.stack([o.probability.cpu().numpy() for o in out]),
-            "regions": regions}
+    got = gather(infer(load_model(run, "cpu"), rc, ds),
+                 images=lambda o: data.denormalize(o.image, rc.augment.normalize),
+                 masks=lambda o: o.target.numpy(),
+                 probabilities=lambda o: o.probability.cpu().numpy())
+    arrays = {key: np.stack(values) for key, values in got.items()}  # images uint8 (N, H, W, 3)
+    arrays["regions"] = np.stack([leaf_region(i, m) for i, m in
+                                  zip(arrays["images"], arrays["masks"], strict=True)])
+    return arrays
 
 
 REVIEW_KINDS = ("outside", "missed", "off_leaf")
@@ -478,28 +489,29 @@ def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> di
     leaf = rc.num_classes == 1
     k = 2 if leaf else rc.num_classes
     ds = data.build_eval_dataset(rc, split)
-    out = list(infer(load_model(run, resolve_device(device)), rc, ds))
     n = len(ds)
-
-    def stack(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
-        return np.stack(arrays) if arrays else empty
-
-    labels = [(o.target > 0.5 if leaf else o.target).long().clamp(0, 255).to(torch.uint8)
-              .numpy() for o in out]
-    arrays: dict[str, Any] = {
-        "index": np.arange(n),
-        "ids": [str(i) for i in ds.ids] if hasattr(ds, "ids") else [str(i) for i in range(n)],
-        "labels": stack(labels, np.zeros((0, 1, 1), np.uint8)),
-        "predictions": stack([o.prediction.to(torch.uint8).cpu().numpy() for o in out],
-                             np.zeros((0, 1, 1), np.uint8)),
-        "confusion": stack([o.confusion for o in out], np.zeros((0, k, k), np.int64)),
-        "loss": np.asarray([o.loss for o in out], dtype=np.float64),
-        "complexity": np.asarray([loss_complexity(ds, i) for i in range(n)], dtype=float),
+    take = {
+        "labels": lambda o: (o.target > 0.5 if leaf else o.target).long().clamp(0, 255)
+        .to(torch.uint8).numpy(),
+        "predictions": lambda o: o.prediction.to(torch.uint8).cpu().numpy(),
+        "confusion": lambda o: o.confusion,
+        "loss": lambda o: o.loss,
     }
     if leaf:
-        arrays["probabilities"] = stack([o.probability.half().cpu().numpy() for o in out],
-                                        np.zeros((0, 1, 1), np.float16))
-    return arrays
+        take["probabilities"] = lambda o: o.probability.half().cpu().numpy()
+    got = gather(infer(load_model(run, resolve_device(device)), rc, ds), **take)
+    empty = {"labels": np.zeros((0, 1, 1), np.uint8), "predictions": np.zeros((0, 1, 1), np.uint8),
+             "confusion": np.zeros((0, k, k), np.int64),
+             "probabilities": np.zeros((0, 1, 1), np.float16)}
+    arrays: dict[str, Any] = {key: np.stack(got[key]) if n else empty[key]
+                              for key in take if key != "loss"}
+    return {
+        "index": np.arange(n),
+        "ids": [str(i) for i in ds.ids] if hasattr(ds, "ids") else [str(i) for i in range(n)],
+        **arrays,
+        "loss": np.asarray(got["loss"], dtype=np.float64),
+        "complexity": np.asarray([loss_complexity(ds, i) for i in range(n)], dtype=float),
+    }
 
 
 @torch.inference_mode()
