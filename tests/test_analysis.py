@@ -1,6 +1,7 @@
 """analysis: loading a trained run's network, and per-seed numbers as mean and spread."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 import torch
 from tiny_preset import write_tiny
 
+from pspnet_core import data
 from pspnet_core.config import load_params
 from pspnet_core.model import PSPNet
 from pspnet_core.results import analysis
@@ -100,6 +102,92 @@ def test_leaf_outputs_are_cached_per_run_hash_and_recomputed_when_damaged(tmp_pa
     healed = analysis.leaf_outputs(run)
     np.testing.assert_array_equal(healed["probabilities"], first["probabilities"])
     assert cache.stat().st_size > 100
+    # the same loop as predictions(): the same maps (stored there as float16), the same losses
+    pred = analysis.predictions(run, "heldout")
+    np.testing.assert_array_equal(pred["probabilities"], first["probabilities"].astype(np.float16))
+    np.testing.assert_array_equal(pred["labels"], (first["masks"] > 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(pred["predictions"], first["probabilities"] >= 0.5)
+    now = analysis.per_image_losses(run, "heldout", n=len(pred["ids"]), seed=0, device="cpu")
+    np.testing.assert_array_equal(pred["loss"], now["loss"].to_numpy())
+
+
+def _on_the_fly(run, split, n, seed) -> pd.DataFrame:
+    """What ranked_losses promises, computed now from the one loop (per_image_losses) and
+    claim 4(a)'s complexity, with no cache."""
+    frame = analysis.per_image_losses(run, split, n=n, seed=seed, device="cpu", with_metrics=True)
+    ds = data.build_eval_dataset(run.run_cfg, split)
+    frame["complexity"] = [analysis.loss_complexity(ds, int(i)) for i in frame["index"]]
+    frame["split"] = split
+    return frame.sort_values("loss", kind="stable").reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_ranked_losses_and_predictions_are_the_loops_numbers(reference_run):
+    """ranked_losses reads predictions() (the whole split) or caches its subset, and either way
+    equals, bit for bit, what the loop computes on the fly; predictions' losses are
+    per_image_losses', its complexity claim 4(a)'s; the held-out mean is the training's own
+    held-out loss (engine.evaluate, the same forward pass)."""
+    _, _, run = reference_run
+    for split in ("train", "heldout"):
+        ds = data.build_eval_dataset(run.run_cfg, split)
+        pred = analysis.predictions(run, split)
+        whole = _on_the_fly(run, split, len(ds), 0)
+        np.testing.assert_array_equal(pred["loss"], whole.sort_values("index")["loss"])
+        np.testing.assert_array_equal(
+            pred["complexity"], [analysis.loss_complexity(ds, i) for i in range(len(ds))])
+        ranked = analysis.ranked_losses(run, split, n=100, seed=0)
+        assert list(ranked.columns) == list(analysis.RANKED_COLUMNS)
+        pd.testing.assert_frame_equal(ranked, whole, check_exact=True)
+        assert analysis._ranked_cache(run, split, 100, 0) == analysis._predictions_cache(run, split)
+    subset = analysis.ranked_losses(run, "train", n=2, seed=3)  # 2 of 4: its own cache
+    cache = analysis._ranked_cache(run, "train", 2, 3)
+    assert cache.is_file() and cache.name.startswith("ranked_losses-train-n2-seed3-")
+    pd.testing.assert_frame_equal(subset, _on_the_fly(run, "train", 2, 3), check_exact=True)
+    pd.testing.assert_frame_equal(analysis.ranked_losses(run, "train", n=2, seed=3), subset,
+                                  check_exact=True)  # from the cache
+    held = analysis.predictions(run, "heldout")["loss"]
+    last = run.history.iloc[-1]
+    assert float(held.mean()) == pytest.approx(float(last["heldout_loss"]), rel=1e-12)
+
+
+def test_cached_arrays_trusts_only_its_own_signed_file(tmp_path):
+    """The one cache format: read back only when written for this run and unchanged since;
+    edited, another run's, unsigned (an older format) or damaged files are recomputed."""
+    run = SimpleNamespace(done=True, hash="a1b2c3d4e5f6")
+    path = tmp_path / f"predictions-heldout-{run.hash}.npz"
+    arrays = {"loss": np.array([0.5, 1.5]), "ids": np.array(["a", "b"])}
+    fresh = {"loss": np.array([2.0, 3.0]), "ids": np.array(["a", "b"])}
+
+    def never():
+        raise AssertionError("recomputed a valid cache")
+    analysis.cached_arrays(run, path, ("loss", "ids"), lambda: arrays)
+    got = analysis.cached_arrays(run, path, ("loss", "ids"), never)
+    np.testing.assert_array_equal(got["loss"], arrays["loss"])
+
+    def rewrite(**change):
+        with np.load(path, allow_pickle=False) as z:
+            stored = {k: z[k] for k in z.files} | change
+        with open(path, "wb") as fh:
+            np.savez_compressed(fh, **stored)
+    for change in ({"loss": np.array([15.0, 5.0])},  # a hand edit under the old signature
+                   {analysis.CACHE_RUN: np.asarray("0" * 12),  # another run's, signed for it
+                    analysis.CACHE_DIGEST: np.asarray(analysis._arrays_digest("0" * 12,
+                                                                              arrays))}):
+        analysis.cached_arrays(run, path, ("loss", "ids"), lambda: arrays)
+        rewrite(**change)
+        got = analysis.cached_arrays(run, path, ("loss", "ids"), lambda: fresh)
+        np.testing.assert_array_equal(got["loss"], fresh["loss"])  # recomputed
+        again = analysis.cached_arrays(run, path, ("loss", "ids"), never)  # and rewritten
+        np.testing.assert_array_equal(again["loss"], fresh["loss"])
+    with open(path, "wb") as fh:  # unsigned: a cache written before caches were signed
+        np.savez_compressed(fh, **arrays)
+    assert analysis.cached_arrays(run, path, ("loss",), lambda: fresh)["loss"][0] == 2.0
+    path.write_bytes(b"PK\x03\x04 damaged")
+    assert analysis.cached_arrays(run, path, ("loss",), lambda: fresh)["loss"][0] == 2.0
+    running = SimpleNamespace(done=False, hash="f" * 12)  # an unfinished run: never cached
+    other = tmp_path / "other.npz"
+    analysis.cached_arrays(running, other, ("loss",), lambda: fresh)
+    assert not other.exists()
 
 
 def _one_pair(tmp_path, mask: np.ndarray):

@@ -777,27 +777,48 @@ def _done_run_with_network(tmp: Path) -> runs.Run:
     return r
 
 
+def _tamper_npz(path: Path, kind: str, run_hash: str) -> None:
+    """Rewrite a signed analysis cache: a plausible hand edit of its losses that keeps the
+    signature, a whole file of another run (signed for that run), or garbage."""
+    if kind == "garbage":
+        path.write_bytes(b"\xff\xfe\x00garbage\x89PNG")
+        return
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if kind == "edited":
+        arrays["loss"] = arrays["loss"][::-1] * 10
+    elif kind == "other-run":
+        assert str(arrays.pop(analysis.CACHE_RUN)) == run_hash
+        arrays.pop(analysis.CACHE_DIGEST)
+        arrays["loss"] = arrays["loss"] * 0.5 + 1  # another run's numbers
+        other = "0" * len(run_hash)
+        digest = analysis._arrays_digest(other, arrays)
+        arrays[analysis.CACHE_RUN], arrays[analysis.CACHE_DIGEST] = (np.asarray(other),
+                                                                     np.asarray(digest))
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
 def _loss_cache(kind: str):
+    """The caches analysis.ranked_losses reads, both kinds: predictions' (its n images are the
+    whole split) and its own (a subset): an edited, damaged or foreign file is recomputed."""
     def setup(tmp, mp):
         r = _done_run_with_network(tmp)
-        first = analysis.ranked_losses(r, "heldout", n=2, seed=0)
-        path = analysis._losses_file(r, "heldout", 2, 0)
-        text = path.read_text()
-        if kind == "edited":  # a plausible hand edit below a valid header
-            header, _, body = text.partition("\n")
-            frame = pd.read_csv(io.StringIO(body))
-            frame["loss"] = frame["loss"][::-1].to_numpy() * 10
-            path.write_text(header + "\n" + frame.to_csv(index=False))
-        elif kind == "garbage":
-            path.write_bytes(b"\xff\xfe\x00garbage\x89PNG")
-        elif kind == "other-run":
-            path.write_text(text.replace(r.hash, "0" * 12, 1))
+
+        def ranked():
+            return [analysis.ranked_losses(r, "heldout", n=n, seed=0) for n in (2, 1)]
+        first = ranked()
+        paths = [analysis._ranked_cache(r, "heldout", n, 0) for n in (2, 1)]
+        assert paths[0] == analysis._predictions_cache(r, "heldout") and paths[1] != paths[0]
+        for path in paths:
+            _tamper_npz(path, kind, r.hash)
 
         def check(again):
-            pd.testing.assert_frame_equal(again, first)  # recomputed, never the file's values
-            assert analysis._read_losses_cache(r, path) is not None  # and rewritten
-        return Case(lambda: analysis.ranked_losses(r, "heldout", n=2, seed=0),
-                    [r.checkpoint_path], check)
+            for got, want in zip(again, first, strict=True):
+                pd.testing.assert_frame_equal(got, want)  # recomputed, never the file's values
+            for path in paths:  # and rewritten, signed for this run
+                assert analysis._read_cache(r, path, analysis.RANKED_KEYS) is not None
+        return Case(ranked, [r.checkpoint_path], check)
     return setup
 
 

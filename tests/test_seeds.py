@@ -4,7 +4,6 @@ column of ``analysis.ranked_losses`` (claim 4(b)). Nothing here trains."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from tiny_preset import write_tiny
@@ -91,11 +90,13 @@ def test_ranked_losses_have_per_image_miou(tmp_path):
     assert row["pixel_acc"] == pytest.approx(metrics.pixel_accuracy(cm))
     # claim 4(a)'s complexity: of the evaluated target the loss sees, not of the raw mask
     assert row["complexity"] == pytest.approx(analysis.loss_complexity(ds, int(row["index"])))
-    # a finished run caches under a name the old loss-only cache never had
+    # a finished run caches in the one format: the whole split's images are predictions()'
+    # cache; the CSV caches of earlier versions are never read
     runs.mark_done(run)
-    old = run.dir / "per_image_losses-heldout-n2-seed0.csv"
+    old = run.dir / "per_image_losses-heldout-n2-seed0-miou.csv"
     old.write_text("index,id,loss,complexity,split\n0,x,1.0,0.1,heldout\n")
     again = analysis.ranked_losses(run, "heldout", n=2, seed=0)
-    assert (run.dir / "per_image_losses-heldout-n2-seed0-miou.csv").is_file()
-    assert np.allclose(again["miou"], frame["miou"])
+    cache = analysis._ranked_cache(run, "heldout", 2, 0)
+    assert cache.name == f"predictions-heldout-{run.hash}.npz" and cache.is_file()
+    assert again.equals(frame)
     assert analysis.ranked_losses(run, "heldout", n=2, seed=0).equals(again)

@@ -90,7 +90,7 @@ SMOKE = Noise(train=0.14, heldout=0.27, miou=0.15, train_seed=0.05, heldout_seed
 QUIET = Noise(train=0.045, heldout=0.045, miou=0.045, train_seed=0.0, heldout_seed=0.0,
               miou_seed=0.0)
 
-# Claim 4, from the committed smoke sgd_mix rankings (per_image_losses-*-miou.csv, 3 seeds x
+# Claim 4, from the committed smoke sgd_mix rankings (analysis.ranked_losses, 3 seeds x
 # train/heldout): 16 images per split; per-image mIoU mean 0.21, SD 0.12.
 N_IMAGES = 16
 IMAGE_MIOU = (0.21, 0.12)

@@ -3,10 +3,18 @@ figs. 6-9 and 11-13).
 
 - :func:`load_model`: a trained run's network (last completed epoch) in eval mode.
 - :func:`predict`: main-head logits of a model for a batch, in the run's precision.
+- :func:`infer`: the one inference loop: a model over images of a dataset (eval mode, batches
+  of the eval batch size, ``torch.inference_mode``, the run's precision and memory format),
+  yielding per image its logits, label map (or sigmoid map), loss and confusion counts; every
+  function below that runs a network over a dataset calls it.
 - :func:`per_image_losses`: main-head loss of ``n`` seeded random images of a split.
 - :func:`ranked_losses`: per-image main-head loss of ``n`` random images of a split, with a
-  scene-complexity score per image (claim 4), cached next to the run's checkpoint so the
-  gallery and claims notebooks compute it once.
+  scene-complexity score per image (claim 4), read from :func:`predictions` when the ``n``
+  images are the whole split, else cached on its own, so the gallery and claims notebooks
+  compute it once.
+- :func:`cached_arrays`: the one cache format: ``.npz`` in the run folder, named with the run
+  hash, written atomically, holding the run hash and a digest of its arrays; anything else
+  (missing, unreadable, edited, another run's) is recomputed.
 - :func:`gallery_tiles`: input, label and prediction of chosen images, ready for
   :func:`pspnet_core.results.plots.loss_gallery`.
 - :func:`leaf_outputs`: analog (sigmoid) maps of the one-class run on held-out leaves, the leaf
@@ -17,6 +25,8 @@ figs. 6-9 and 11-13).
   complexity of every image of a split (the leaf run: its analog maps too), cached per run hash
   (what the explorer, :mod:`pspnet_core.results.explore`, reads); :func:`class_probability` the
   softmax map of one image.
+- The leaf run's label map is ``sigmoid(logit) >= 0.5`` (:data:`LEAF_THRESHOLD`) everywhere here,
+  as in the figures, claims and explorer.
 - :func:`per_class_iou_table`: IoU per class (rows) and run (columns), the mean over seeds.
 """
 
@@ -24,9 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,13 +44,12 @@ import pandas as pd
 import torch
 from scipy import ndimage
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Subset
 
 from pspnet_core import data
+from pspnet_core.config import RunConfig
 from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
     IGNORE_INDEX,
-    binary_confusion,
     binary_iou,
     confusion_matrix,
     leaf_pixel_stats,
@@ -54,8 +62,9 @@ from pspnet_core.metrics import (
 )
 from pspnet_core.model import build_model
 from pspnet_core.store.runs import Run, load_state
-from pspnet_core.system.atomic import atomic_path, atomic_write_text
-from pspnet_core.system.device import autocast, resolve_device
+from pspnet_core.system.atomic import atomic_path
+from pspnet_core.system.device import resolve_device
+from pspnet_core.train.engine import forward_main
 
 Split = Literal["train", "heldout"]
 
@@ -73,7 +82,7 @@ def load_model(run: Run, device: str | torch.device = "cpu") -> nn.Module:
     return model.to(device).eval()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict(
     model: nn.Module, images: Tensor, precision: str = "fp32", channels_last: bool = False
 ) -> Tensor:
@@ -82,12 +91,87 @@ def predict(
     model.eval()
     device = next(model.parameters()).device
     x = images.unsqueeze(0) if images.dim() == 3 else images  # (B, 3, H, W)
-    x = x.to(device)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with autocast(device, precision):
-        main, _ = model(x, with_aux=False)
-    return main.float()
+    return forward_main(model, x, device, precision, channels_last)
+
+
+LEAF_THRESHOLD = 0.5  # the leaf run's label map: sigmoid(logit) >= LEAF_THRESHOLD
+
+
+@dataclasses.dataclass(frozen=True)
+class Inferred:
+    """One image through the network (:func:`infer`)."""
+
+    index: int  # its dataset index
+    image: Tensor  # (3, H, W) the normalized input, as the dataset gives it
+    target: Tensor  # (H, W) the evaluation target, as the dataset gives it
+    logits: Tensor  # (K, H, W) float32 main-head logits, on the model's device
+    prediction: Tensor  # (H, W) int64 label map: argmax, or p >= LEAF_THRESHOLD (leaf)
+    probability: Tensor | None  # (H, W) float32 sigmoid(logits) (leaf run), else None
+    loss: float  # main-head per-image loss (segmentation_loss, reduction="per_image")
+    confusion: np.ndarray  # (k, k) int64, rows label, columns prediction; k = 2 for the leaf
+
+
+@torch.inference_mode()
+def infer(model: nn.Module, run_cfg: RunConfig, ds: Any,
+          indices: Sequence[int] | None = None,
+          batch_size: int | None = None) -> Iterator[Inferred]:
+    """The one inference loop: ``ds[i]`` for ``i`` in ``indices`` (default: every image, in
+    order) through ``model`` in eval mode, ``batch_size`` images at a time (default
+    ``run_cfg.eval_batch_size``; consecutive ``indices`` form a batch, so a given list always
+    gives the same batches), under ``torch.inference_mode``, in ``run_cfg.precision`` and memory
+    format (:func:`pspnet_core.train.engine.forward_main`, the training's held-out pass's
+    forward). Yields one :class:`Inferred` per image, in ``indices`` order, on the model's
+    device. The loss, label map and confusion counts of a batch are computed as the training's
+    evaluation does (per-image main-head loss; ignore pixels skipped; leaf labels at 0.5)."""
+    model.eval()
+    device = next(model.parameters()).device
+    leaf = run_cfg.num_classes == 1
+    k = 2 if leaf else run_cfg.num_classes
+    order = list(range(len(ds))) if indices is None else [int(i) for i in indices]
+    size = int(batch_size or run_cfg.eval_batch_size)
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        items = [ds[i] for i in chunk]
+        images = torch.stack([img for img, _ in items])  # (B, 3, H, W)
+        target = torch.stack([lab for _, lab in items]).to(device)  # (B, H, W)
+        logits = forward_main(model, images, device, run_cfg.precision, run_cfg.channels_last)
+        losses = segmentation_loss(logits, target, reduction="per_image").cpu()  # (B,)
+        if leaf:
+            prob = torch.sigmoid(logits[:, 0])  # (B, H, W)
+            pred, label, ignore = (prob >= LEAF_THRESHOLD).long(), (target > 0.5).long(), -1
+        else:
+            prob, pred, label, ignore = None, logits.argmax(1), target.long(), IGNORE_INDEX
+        for j, i in enumerate(chunk):
+            cm = confusion_matrix(pred[j], label[j], k, ignore_index=ignore).cpu().numpy()
+            yield Inferred(index=i, image=items[j][0], target=items[j][1], logits=logits[j],
+                           prediction=pred[j], probability=None if prob is None else prob[j],
+                           loss=float(losses[j]), confusion=cm)
+
+
+def gather(outputs: Iterator[Inferred], **take: Callable[[Inferred], Any]) -> dict[str, list]:
+    """``{name: [take[name](o) for each image o]}`` of a stream of :func:`infer` outputs; each
+    image's tensors (its logits above all: a whole split's do not fit in memory) are released
+    once its values are taken."""
+    got: dict[str, list] = {name: [] for name in take}
+    for o in outputs:
+        for name, value in take.items():
+            got[name].append(value(o))
+    return got
+
+
+def _chosen(size: int, n: int, seed: int) -> np.ndarray:
+    """The ``min(n, size)`` seeded random dataset indices of :func:`per_image_losses`, sorted."""
+    k = min(int(n), size)
+    return np.sort(np.random.default_rng(seed).choice(size, size=k, replace=False))
+
+
+def _image_scores(confusion: np.ndarray, leaf: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's own mIoU (the leaf run: disease IoU) and pixel accuracy from its confusion
+    counts ``(N, k, k)``."""
+    cms = [torch.as_tensor(np.asarray(cm)) for cm in confusion]
+    miou = [binary_iou(cm) if leaf else mean_iou(cm) for cm in cms]
+    return (np.asarray(miou, dtype=float),
+            np.asarray([pixel_accuracy(cm) for cm in cms], dtype=float))
 
 
 def per_image_losses(
@@ -95,112 +179,80 @@ def per_image_losses(
     batch_size: int | None = None, with_metrics: bool = False,
 ) -> pd.DataFrame:
     """Main-head loss of ``n`` randomly chosen images (seeded; ``n`` capped at the dataset size)
-    of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``).
+    of ``split`` ("train" or "heldout"), without augmentation (``data.build_eval_dataset``),
+    computed now (:func:`infer`; no cache).
 
     Returns ``DataFrame[index, id, loss]`` in dataset-index order; ``index`` indexes the
     evaluation dataset (``data.build_eval_dataset(run.run_cfg, split)[index]``). With
     ``with_metrics`` also ``miou`` and ``pixel_acc``: each image's own
     :func:`pspnet_core.metrics.mean_iou` / ``pixel_accuracy`` (classes present in its label or
     prediction; ignore pixels skipped); for the one-class task ``miou`` is the disease IoU
-    (:func:`pspnet_core.metrics.binary_iou`).
+    (:func:`pspnet_core.metrics.binary_iou`, prediction p >= 0.5).
     """
     rc = run.run_cfg
     ds = data.build_eval_dataset(rc, split)
-    k = min(int(n), len(ds))
-    chosen = np.sort(np.random.default_rng(seed).choice(len(ds), size=k, replace=False))
-    dev = resolve_device(device)
-    model = load_model(run, dev)
-    loader = DataLoader(Subset(ds, chosen.tolist()), batch_size=batch_size or rc.eval_batch_size,
-                        shuffle=False, num_workers=0)
-    losses, mious, accs = [], [], []
-    for images, target in loader:
-        logits = predict(model, images, rc.precision, rc.channels_last)  # (B, K, H, W)
-        target = target.to(dev)
-        losses.append(segmentation_loss(logits, target, reduction="per_image").cpu())
-        for lg, tg in zip(logits, target, strict=True):  # (K, H, W), (H, W): one image
-            if rc.num_classes == 1:
-                cm = binary_confusion(lg[None], tg[None]).cpu()
-                mious.append(binary_iou(cm))
-            else:
-                cm = confusion_matrix(lg.argmax(0), tg, rc.num_classes).cpu()
-                mious.append(mean_iou(cm))
-            accs.append(pixel_accuracy(cm))
-    loss = torch.cat(losses).double().numpy() if losses else np.zeros(0)
+    chosen = _chosen(len(ds), n, seed)
+    model = load_model(run, resolve_device(device))
+    got = gather(infer(model, rc, ds, chosen.tolist(), batch_size),
+                 loss=lambda o: o.loss, confusion=lambda o: o.confusion)
+    loss = np.asarray(got["loss"], dtype=float)
     ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
     frame = pd.DataFrame({"index": chosen.astype(int), "id": ids, "loss": loss})
     if with_metrics:
-        frame["miou"] = np.asarray(mious, dtype=float)
-        frame["pixel_acc"] = np.asarray(accs, dtype=float)
+        frame["miou"], frame["pixel_acc"] = _image_scores(got["confusion"], rc.num_classes == 1)
     return frame
 
 
-# columns of the cached frame; the "-miou" in the file name keeps caches written before the
-# per-image mIoU existed (per_image_losses-<split>-n<n>-seed<seed>.csv) from being read
+# the columns of ranked_losses' frame, in order
 RANKED_COLUMNS = ("index", "id", "loss", "miou", "pixel_acc", "complexity", "split")
+RANKED_KEYS = ("index", "ids", "loss", "confusion", "complexity")  # a subset's cached arrays
 
 
-def _losses_file(run: Run, split: Split, n: int, seed: int):
-    return run.dir / f"per_image_losses-{split}-n{n}-seed{seed}-miou.csv"
-
-
-# "crop complexity": complexity is taken on the evaluated crop (loss_complexity); caches whose
-# header lacks it hold the raw mask's and are recomputed
-LOSSES_HEADER = "# pspnet_core per-image losses, crop complexity"
-
-
-def _losses_text(run: Run, frame: pd.DataFrame) -> str:
-    """The cache file: a header carrying the run hash and the sha256 of the table below it."""
-    body = frame.to_csv(index=False)
-    digest = hashlib.sha256(body.encode()).hexdigest()
-    return f"{LOSSES_HEADER}; run {run.hash}; sha256 {digest}\n{body}"
-
-
-def _read_losses_cache(run: Run, path: Path) -> pd.DataFrame | None:
-    """The cached frame if the file is a regular file written for this run (its hash) and not
-    changed since (its sha256), with every column and finite, non-negative losses; None when it
-    must be recomputed (missing, unreadable, another run's, edited, garbage)."""
-    try:
-        if not path.is_file() or path.stat().st_size > 64 * 2**20:
-            return None
-        text = path.read_bytes().decode("utf-8")
-        header, _, body = text.partition("\n")
-        want = f"{LOSSES_HEADER}; run {run.hash}; sha256 "
-        if not header.startswith(want):
-            return None
-        if hashlib.sha256(body.encode()).hexdigest() != header[len(want):].strip():
-            return None
-        cached = pd.read_csv(io.StringIO(body), dtype={"id": str})
-    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError):
-        return None
-    if not set(RANKED_COLUMNS) <= set(cached.columns) or cached.empty:
-        return None
-    loss = pd.to_numeric(cached["loss"], errors="coerce")
-    if not (np.isfinite(loss) & (loss >= 0)).all():
-        return None
-    return cached
+def _ranked_cache(run: Run, split: Split, n: int, seed: int) -> Path:
+    """The file :func:`ranked_losses` reads: :func:`predictions`' cache when the ``n`` seeded
+    images are the whole split, else its own."""
+    size = len(data.build_eval_dataset(run.run_cfg, split))
+    if min(int(n), size) == size:
+        return _predictions_cache(run, split)
+    return run.dir / f"ranked_losses-{split}-n{n}-seed{seed}-{run.hash}.npz"
 
 
 def ranked_losses(run: Run, split: Split, n: int, seed: int) -> pd.DataFrame:
     """``DataFrame[index, id, loss, miou, pixel_acc, complexity, split]`` of ``n`` seeded random
-    images (:func:`per_image_losses`), sorted by loss (lowest first). Cached as
-    ``per_image_losses-<split>-n<n>-seed<seed>-miou.csv`` in the run folder, with a header line
-    holding the run hash and the sha256 of the table; the cache is only trusted for a finished
-    run, and recomputed (and rewritten) when it is unreadable, another run's, edited or lacks a
-    column."""
-    path = _losses_file(run, split, n, seed)
-    done = run.done
-    if done:
-        cached = _read_losses_cache(run, path)
-        if cached is not None:
-            return cached
-    frame = per_image_losses(run, split, n=n, seed=seed, with_metrics=True)
-    ds = data.build_eval_dataset(run.run_cfg, split)
-    frame["complexity"] = [loss_complexity(ds, int(i)) for i in frame["index"]]
+    images (the images of :func:`per_image_losses`; ``complexity``: :func:`loss_complexity`),
+    sorted by loss (lowest first).
+
+    When the ``n`` images are the whole split it is read from :func:`predictions` (the same
+    arrays, the same batches); otherwise the chosen images go through :func:`infer` and their
+    arrays are cached as ``ranked_losses-<split>-n<n>-seed<seed>-<run hash>.npz``
+    (:func:`cached_arrays`: a finished run's only; anything unreadable, edited or another run's
+    is recomputed)."""
+    rc = run.run_cfg
+    leaf = rc.num_classes == 1
+    ds = data.build_eval_dataset(rc, split)
+    chosen = _chosen(len(ds), n, seed)
+    if len(chosen) == len(ds):
+        arrays: Mapping[str, Any] = predictions(run, split)
+    else:
+        def compute() -> dict[str, Any]:
+            model = load_model(run, resolve_device("auto"))
+            got = gather(infer(model, rc, ds, chosen.tolist()),
+                         loss=lambda o: o.loss, confusion=lambda o: o.confusion)
+            ids = [ds.ids[i] for i in chosen] if hasattr(ds, "ids") else [str(i) for i in chosen]
+            return {"index": chosen.astype(np.int64), "ids": np.asarray(ids, dtype=str),
+                    "loss": np.asarray(got["loss"], dtype=float),
+                    "confusion": np.stack(got["confusion"]),
+                    "complexity": np.asarray([loss_complexity(ds, int(i)) for i in chosen],
+                                             dtype=float)}
+        arrays = cached_arrays(run, _ranked_cache(run, split, n, seed), RANKED_KEYS, compute)
+    miou, acc = _image_scores(arrays["confusion"], leaf)
+    frame = pd.DataFrame({"index": np.asarray(arrays["index"]).astype(int),
+                          "id": [str(i) for i in arrays["ids"]],
+                          "loss": np.asarray(arrays["loss"], dtype=float),
+                          "miou": miou, "pixel_acc": acc,
+                          "complexity": np.asarray(arrays["complexity"], dtype=float)})
     frame["split"] = split
-    frame = frame.sort_values("loss", kind="stable").reset_index(drop=True)
-    if done and not (os.path.lexists(path) and not path.is_file()):  # never over a FIFO/folder
-        atomic_write_text(path, _losses_text(run, frame))
-    return frame
+    return frame.sort_values("loss", kind="stable").reset_index(drop=True)
 
 
 def loss_complexity(ds: Any, index: int) -> float:
@@ -224,43 +276,70 @@ def gallery_tiles(
     run: Run, split: Split, indices: list[int], model: torch.nn.Module | None = None
 ) -> dict[str, np.ndarray]:
     """Inputs (uint8 (N, H, W, 3)), labels (N, H, W) and predicted label maps (N, H, W) of
-    the evaluation dataset's images ``indices`` (deterministic ``none`` transform)."""
+    the evaluation dataset's images ``indices`` (deterministic ``none`` transform; :func:`infer`;
+    the leaf run's map at p >= 0.5)."""
     rc = run.run_cfg
     ds = data.build_eval_dataset(rc, split)
     model = model if model is not None else load_model(run, "cpu")
-    items = [ds[int(i)] for i in indices]
-    images = torch.stack([img for img, _ in items])  # (N, 3, H, W)
-    labels = torch.stack([lab for _, lab in items])  # (N, H, W)
-    logits = predict(model, images, rc.precision, rc.channels_last)  # (N, K, H, W)
-    if rc.num_classes == 1:
-        predictions = (logits[:, 0] > 0).long()
-    else:
-        predictions = logits.argmax(1)  # (N, H, W)
-    return {
-        "images": np.stack([data.denormalize(img, rc.augment.normalize) for img in images]),
-        "labels": labels.numpy(),
-        "predictions": predictions.cpu().numpy(),
-    }
+    got = gather(infer(model, rc, ds, indices),
+                 images=lambda o: data.denormalize(o.image, rc.augment.normalize),
+                 labels=lambda o: o.target.numpy(),
+                 predictions=lambda o: o.prediction.cpu().numpy())
+    return {key: np.stack(values) for key, values in got.items()}
 
 
 LEAF_KEYS = ("images", "masks", "probabilities", "regions")
 
 
+CACHE_RUN, CACHE_DIGEST = "cache_run", "cache_sha256"  # the two keys every cache holds
+
+
+def _arrays_digest(run_hash: str, arrays: Mapping[str, Any]) -> str:
+    """sha256 over the run hash and every array's name, dtype, shape and bytes (sorted by name)."""
+    h = hashlib.sha256(run_hash.encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _read_cache(run: Run, cache: Path, keys: tuple[str, ...]) -> dict[str, Any] | None:
+    """The arrays ``keys`` of ``cache`` if it is a regular file written for this run (its
+    ``cache_run``) whose arrays are unchanged since (its ``cache_sha256``); None otherwise."""
+    try:
+        if not cache.is_file():
+            return None
+        with np.load(cache, allow_pickle=False) as z:
+            stored = {k: z[k] for k in z.files}
+    except Exception:  # noqa: BLE001 - a cache we wrote: unreadable in any way means
+        return None  # damaged, empty or foreign (EOFError, zlib.error, BadZipFile...)
+    run_hash, digest = stored.pop(CACHE_RUN, None), stored.pop(CACHE_DIGEST, None)
+    if run_hash is None or digest is None or str(run_hash) != run.hash:
+        return None  # written before caches were signed, or another run's
+    if not set(keys) <= set(stored) or str(digest) != _arrays_digest(run.hash, stored):
+        return None  # a key missing, or edited
+    return {k: stored[k] for k in keys}
+
+
 def cached_arrays(run: Run, cache: Path, keys: tuple[str, ...],
                   compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The arrays ``keys`` of a finished run's ``.npz`` cache (its name carries the run hash);
-    ``compute()`` and (for a finished run) an atomic write of the cache when the file is
-    missing, unreadable or lacks a key."""
-    if run.done and cache.is_file():
-        try:
-            with np.load(cache, allow_pickle=False) as z:
-                return {k: z[k] for k in keys}
-        except Exception:  # noqa: BLE001 - a cache we wrote: unreadable in any way means
-            pass  # damaged, empty or foreign (EOFError, zlib.error, BadZipFile...): recomputed
-    arrays = compute()
+    """The one cache format: the arrays ``keys`` of a finished run's ``.npz`` cache (its name
+    carries the run hash; it also holds the hash, ``cache_run``, and the sha256 of its arrays,
+    ``cache_sha256``). ``compute()`` and (for a finished run) an atomic write of the cache when
+    the file is missing, unreadable, lacks a key, was written for another run or edited since
+    (its digest): a cache is never trusted beyond what it proves. A path that exists but is not
+    a regular file (a FIFO, a folder) is neither read nor replaced."""
     if run.done:
+        cached = _read_cache(run, cache, keys)
+        if cached is not None:
+            return cached
+    arrays = compute()
+    if run.done and not (os.path.lexists(cache) and not cache.is_file()):
+        signed = {**arrays, CACHE_RUN: np.asarray(run.hash),
+                  CACHE_DIGEST: np.asarray(_arrays_digest(run.hash, arrays))}
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **signed)
     return arrays
 
 
@@ -288,20 +367,14 @@ def leaf_outputs(run: Run, threshold: float = 0.5) -> dict[str, object]:
 
 def _leaf_arrays(run: Run, ds) -> dict[str, np.ndarray]:
     rc = run.run_cfg
-    model = load_model(run, "cpu")
-    images, masks, probs = [], [], []
-    for start in range(0, len(ds), rc.eval_batch_size):
-        batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]
-        x = torch.stack([img for img, _ in batch])  # (B, 3, H, W)
-        logits = predict(model, x, rc.precision, rc.channels_last)  # (B, 1, H, W)
-        probs.append(torch.sigmoid(logits[:, 0]).numpy())
-        masks.append(torch.stack([m for _, m in batch]).numpy())
-        images.extend(data.denormalize(img, rc.augment.normalize) for img in x)
-    img = np.stack(images)  # (N, H, W, 3) uint8
-    mask = np.concatenate(masks)  # (N, H, W)
-    regions = np.stack([leaf_region(i, m) for i, m in zip(img, mask, strict=True)])
-    return {"images": img, "masks": mask, "probabilities": np.concatenate(probs),
-            "regions": regions}
+    got = gather(infer(load_model(run, "cpu"), rc, ds),
+                 images=lambda o: data.denormalize(o.image, rc.augment.normalize),
+                 masks=lambda o: o.target.numpy(),
+                 probabilities=lambda o: o.probability.cpu().numpy())
+    arrays = {key: np.stack(values) for key, values in got.items()}  # images uint8 (N, H, W, 3)
+    arrays["regions"] = np.stack([leaf_region(i, m) for i, m in
+                                  zip(arrays["images"], arrays["masks"], strict=True)])
+    return arrays
 
 
 REVIEW_KINDS = ("outside", "missed", "off_leaf")
@@ -391,13 +464,14 @@ def predictions(run: Run, split: Split, device: str | torch.device = "auto") -> 
     (``data.build_eval_dataset``): ``index`` (dataset index), ``ids``, ``labels`` and
     ``predictions`` uint8 (N, H, W) (255 = ignore in labels; the leaf run: 0/1 at p >= 0.5),
     ``confusion`` int64 (N, K, K) per image (rows label, columns prediction; K = 2 for the leaf
-    run), ``loss`` (the main head's loss per image), ``complexity`` (of the raw label mask,
-    :func:`metrics.scene_complexity`) and, for the one-class run, ``probabilities`` float16
+    run), ``loss`` (the main head's loss per image), ``complexity`` (claim 4(a)'s, on the pixels
+    the loss sees: :func:`loss_complexity`) and, for the one-class run, ``probabilities`` float16
     (N, H, W) = sigmoid(logits).
 
     A finished run's arrays are cached as ``predictions-<split>-<run hash>.npz`` in its folder
-    and recomputed when that file is missing, unreadable or lacks a key; computed once per
-    (run, seed, split)."""
+    (:func:`cached_arrays`) and recomputed when that file is missing, unreadable, lacks a key,
+    is another run's or was edited; computed once per (run, seed, split) through
+    :func:`infer`."""
     cache = _predictions_cache(run, split)
     leaf = run.run_cfg.num_classes == 1
     keys = PREDICTION_KEYS + (("probabilities",) if leaf else ())
@@ -415,43 +489,32 @@ def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> di
     leaf = rc.num_classes == 1
     k = 2 if leaf else rc.num_classes
     ds = data.build_eval_dataset(rc, split)
-    dev = resolve_device(device)
-    model = load_model(run, dev)
-    labels, preds, confs, losses, probs = [], [], [], [], []
-    for start in range(0, len(ds), rc.eval_batch_size):
-        batch = [ds[i] for i in range(start, min(start + rc.eval_batch_size, len(ds)))]
-        x = torch.stack([img for img, _ in batch])
-        target = torch.stack([lab for _, lab in batch]).to(dev)
-        logits = predict(model, x, rc.precision, rc.channels_last)  # (B, K, H, W)
-        losses.append(segmentation_loss(logits, target, reduction="per_image").double().cpu())
-        if leaf:
-            p = torch.sigmoid(logits[:, 0])
-            pred, lab = (p >= 0.5).long(), (target > 0.5).long()
-            probs.append(p.half().cpu().numpy())
-            ignore = -1
-        else:
-            pred, lab, ignore = logits.argmax(1), target.long(), IGNORE_INDEX
-        for pr, tg in zip(pred, lab, strict=True):
-            confs.append(confusion_matrix(pr, tg, k, ignore_index=ignore).cpu().numpy())
-        preds.append(pred.to(torch.uint8).cpu().numpy())
-        labels.append(lab.clamp(0, 255).to(torch.uint8).cpu().numpy())
     n = len(ds)
-    out: dict[str, Any] = {
-        "index": np.arange(n),
-        "ids": [str(i) for i in ds.ids] if hasattr(ds, "ids") else [str(i) for i in range(n)],
-        "labels": np.concatenate(labels) if labels else np.zeros((0, 1, 1), np.uint8),
-        "predictions": np.concatenate(preds) if preds else np.zeros((0, 1, 1), np.uint8),
-        "confusion": np.stack(confs) if confs else np.zeros((0, k, k), np.int64),
-        "loss": torch.cat(losses).numpy() if losses else np.zeros(0),
-        "complexity": np.asarray([scene_complexity(ds.load_raw(i)[1])["complexity"]
-                                  for i in range(n)], dtype=float),
+    take = {
+        "labels": lambda o: (o.target > 0.5 if leaf else o.target).long().clamp(0, 255)
+        .to(torch.uint8).numpy(),
+        "predictions": lambda o: o.prediction.to(torch.uint8).cpu().numpy(),
+        "confusion": lambda o: o.confusion,
+        "loss": lambda o: o.loss,
     }
     if leaf:
-        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 1, 1), np.float16)
-    return out
+        take["probabilities"] = lambda o: o.probability.half().cpu().numpy()
+    got = gather(infer(load_model(run, resolve_device(device)), rc, ds), **take)
+    empty = {"labels": np.zeros((0, 1, 1), np.uint8), "predictions": np.zeros((0, 1, 1), np.uint8),
+             "confusion": np.zeros((0, k, k), np.int64),
+             "probabilities": np.zeros((0, 1, 1), np.float16)}
+    arrays: dict[str, Any] = {key: np.stack(got[key]) if n else empty[key]
+                              for key in take if key != "loss"}
+    return {
+        "index": np.arange(n),
+        "ids": [str(i) for i in ds.ids] if hasattr(ds, "ids") else [str(i) for i in range(n)],
+        **arrays,
+        "loss": np.asarray(got["loss"], dtype=np.float64),
+        "complexity": np.asarray([loss_complexity(ds, i) for i in range(n)], dtype=float),
+    }
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def class_probability(model: nn.Module, run: Run, image: Tensor) -> np.ndarray:
     """Softmax (multi-class) or sigmoid (one-class) maps float32 (K, H, W) of one evaluation
     image ``(3, H, W)`` (``data.build_eval_dataset(...)[i][0]``)."""

@@ -305,6 +305,20 @@ def _raise_if_non_finite(first_bad: Tensor, run_cfg: RunConfig, epoch: int, lo: 
         )
 
 
+def forward_main(model: nn.Module, images: Tensor, device: torch.device, precision: str,
+                 channels_last: bool) -> Tensor:
+    """Main-head logits ``(B, K, H, W)`` float32 of one batch ``(B, 3, H, W)`` on ``device``, in
+    the run's precision (``device.autocast``) and memory format: the one forward pass of every
+    evaluation, :func:`evaluate`'s and the analysis's (``results.analysis.infer``). The caller
+    sets eval mode and the grad mode."""
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        main, _ = model(images, with_aux=False)
+    return main.float()
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -323,13 +337,8 @@ def evaluate(
     metrics = SegMetrics(run_cfg.num_classes, device=device)
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, images
     for images, target in _bar(loader, not runtime.shows, desc=desc):
-        images = images.to(device, non_blocking=True)
-        if run_cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        main = forward_main(model, images, device, run_cfg.precision, run_cfg.channels_last)
         target = target.to(device, non_blocking=True)
-        with autocast(device, run_cfg.precision):
-            main, _ = model(images, with_aux=False)
-        main = main.float()
         per_image = segmentation_loss(main, target, reduction="per_image")
         sums[0] += per_image.double().sum()
         sums[1] += per_image.numel()

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from contract import assert_project_error
@@ -148,24 +147,32 @@ def test_history_reader(stored_run, data):
     _read_run(rc, run_dir)
 
 
-def _valid_losses_cache(run) -> bytes:
-    frame = pd.DataFrame({"index": [0, 1], "id": ["a", "b"], "loss": [0.5, 1.5],
-                          "miou": [0.2, 0.1], "pixel_acc": [0.9, 0.8],
-                          "complexity": [3, 7], "split": ["heldout"] * 2})
-    return analysis._losses_text(run, frame).encode()
+def _signed_cache(run, path) -> dict[str, np.ndarray]:
+    """A valid analysis cache of ``run`` at ``path`` (written by cached_arrays): its arrays."""
+    arrays = {"index": np.array([0, 1]), "loss": np.array([0.5, 1.5]),
+              "confusion": np.arange(8).reshape(2, 2, 2)}
+    path.unlink(missing_ok=True)
+    analysis.cached_arrays(run, path, tuple(arrays), lambda: arrays)
+    return arrays
 
 
 @given(data=st.data())
-def test_loss_cache_reader_trusts_only_its_own_file(stored_run, data):
+def test_signed_cache_trusts_only_its_own_file(stored_run, data):
+    """Whatever bytes replace a signed cache, cached_arrays returns either the arrays it proves
+    (run hash and digest intact) or recomputes; it never raises and never returns others."""
     rc, run_dir, files = stored_run
     _restore(run_dir, files)
     run = runs.open_run(rc)
-    seed = _valid_losses_cache(run)
+    path = run_dir / f"ranked_losses-heldout-n2-seed0-{run.hash}.npz"
+    stored = _signed_cache(run, path)
+    seed = path.read_bytes()
     raw = data.draw(any_bytes(seed), label="cache")
-    path = run_dir / "cache.csv"
     path.write_bytes(raw)
-    cached = analysis._read_losses_cache(run, path)  # never raises: None means recompute
-    assert cached is None or (raw == seed and len(cached) == 2)
+    fresh = {k: v + 1 for k, v in stored.items()}
+    got = analysis.cached_arrays(run, path, tuple(stored), lambda: fresh)
+    assert set(got) == set(stored)
+    same = [all(np.array_equal(got[k], want[k]) for k in want) for want in (stored, fresh)]
+    assert any(same), "neither the signed arrays nor a recomputation"
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:
