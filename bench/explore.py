@@ -1,16 +1,15 @@
 """Explorer benchmark: the first load of a (run, seed, split) and each redraw (notebook 07).
 
-For the first finished run of a preset (or ``--run``), times (a) the first load: the explorer's
-:func:`explore.compute_predictions` of ``--images`` smoke-size images (the split's evaluation
-images repeated to that count; default 100, as issue 28 asks) and where its time goes (loading
-the network: building it and reading the checkpoint; the forward passes at batch size 1, the
-preset's ``eval_batch_size`` (what ``analysis.predictions`` used before) and
-``explore.BATCH_SIZE``; the per-image scene complexity) and the split's own images before
-(``analysis.predictions``' computation) and after (the explorer's), then (b) each redraw the
-widgets do on a new selection, as PNG bytes: another image of the table, another sort order, the
-curves of other runs, the leaf threshold slider. Trains nothing and writes nothing (no
-prediction cache); prints the CPU, the load average and a markdown table; never asserts on
-time.
+For the first finished run of a preset (or ``--run``), times (a) the first load:
+:func:`analysis.prediction_arrays` (the one inference loop the explorer's first load runs) of
+``--images`` smoke-size images (the split's evaluation images repeated to that count; default
+100, as issue 28 asks) and where its time goes (loading the network: building it and reading
+the checkpoint; the forward passes at batch size 1, the preset's ``eval_batch_size`` and 16,
+and with channels_last; the per-image scene complexity), and the split's own images; then (b)
+each redraw the widgets do on a new selection, as PNG bytes: another image of the table, another
+sort order, the curves of other runs, the leaf threshold slider. Trains nothing and writes
+nothing (no prediction cache); prints the CPU, the load average and a markdown table; never
+asserts on time.
 
     .venv/bin/python bench/explore.py [--params smoke] [--run sgd_mix] [--split heldout]
 """
@@ -82,23 +81,24 @@ def first_load_rows(ex, run_name: str, seed: int, split: str, n: int) -> list[tu
     model = analysis.load_model(run, "cpu")
     images = torch.stack([ds[i][0] for i in range(n)])
     rows.append((f"  read and normalise {n} images", timed(lambda: [ds[i] for i in range(n)])))
-    forward_seconds(model, images[:explore.BATCH_SIZE], explore.BATCH_SIZE, rc.precision)  # warm
-    few = images[: explore.BATCH_SIZE]  # batch 1 is slow: timed on 16 images, scaled to n
+    forward_seconds(model, images[:16], 16, rc.precision)  # warm
+    few = images[:16]  # batch 1 is slow: timed on 16 images, scaled to n
     rows.append((f"  forward passes, batch 1 (16 timed, x {n / len(few):.2f})",
                  forward_seconds(model, few, 1, rc.precision) * n / len(few)))
-    for b in sorted({rc.eval_batch_size, explore.BATCH_SIZE} - {1}):
-        rows.append((f"  forward passes, batch {b}" + (" (before: eval_batch_size)" if b ==
-                     rc.eval_batch_size else ""), forward_seconds(model, images, b, rc.precision)))
+    for b in sorted({rc.eval_batch_size, 16} - {1}):
+        rows.append((f"  forward passes, batch {b}" + (" (eval_batch_size: what infer uses)"
+                     if b == rc.eval_batch_size else ""),
+                     forward_seconds(model, images, b, rc.precision)))
     cl = analysis.load_model(run, "cpu").to(memory_format=torch.channels_last)
-    rows.append((f"  forward passes, batch {explore.BATCH_SIZE}, channels_last (after)",
-                 forward_seconds(cl, images, explore.BATCH_SIZE, rc.precision, True)))
+    rows.append((f"  forward passes, batch {rc.eval_batch_size}, channels_last",
+                 forward_seconds(cl, images, rc.eval_batch_size, rc.precision, True)))
     rows.append(("  scene complexity of every label", timed(
         lambda: [scene_complexity(ds.load_raw(i)[1]) for i in range(n)])))
 
     def after(dataset=None):  # what the explorer does: a fresh Explorer loads the network
         fresh = explore.Explorer(ex.cfg)
-        return explore.compute_predictions(run, split, lambda: fresh.model(run_name, seed),
-                                           dataset=dataset)
+        return analysis.prediction_arrays(run, split, "cpu", dataset=dataset,
+                                          get_model=lambda: fresh.model(run_name, seed))
 
     own = len(data.build_eval_dataset(rc, split))
     rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics (after)",
@@ -107,7 +107,7 @@ def first_load_rows(ex, run_name: str, seed: int, split: str, n: int) -> list[tu
     # eval_batch_size, no_grad, contiguous) and after, alternated so both see the same load
     before_s, after_s = [], []
     for _ in range(2):
-        before_s.append(timed(lambda: analysis._prediction_arrays(run, split, "cpu")))
+        before_s.append(timed(lambda: analysis.prediction_arrays(run, split, "cpu")))
         after_s.append(timed(after))
     rows.insert(1, (f"first load of the split's own {own} images, before", min(before_s)))
     rows.insert(2, (f"first load of the split's own {own} images, after", min(after_s)))
@@ -133,8 +133,8 @@ def main() -> None:
     seed = ex.trained(run)[0]
     rows = first_load_rows(ex, run, seed, args.split, args.images)
     # what the explorer itself does (its cache in memory only: nothing written to the run)
-    ex._pred[(run, seed, args.split)] = explore.compute_predictions(
-        ex.run(run, seed), args.split, lambda: ex.model(run, seed))
+    ex._pred[(run, seed, args.split)] = analysis.prediction_arrays(
+        ex.run(run, seed), args.split, "cpu", get_model=lambda: ex.model(run, seed))
     table = ex.table(run, seed, args.split)
     indices = table["index"].tolist()[: max(2, args.repeats)]
     leaf = ex.task(run) == "leaf"

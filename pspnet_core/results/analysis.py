@@ -159,6 +159,15 @@ def gather(outputs: Iterator[Inferred], **take: Callable[[Inferred], Any]) -> di
     return got
 
 
+def _reporting(outputs: Iterator[Inferred], n: int, every: int, progress: Progress | None,
+               what: str) -> Iterator[Inferred]:
+    """``outputs`` as they come, ``progress(done, n, what)`` after each batch of ``every``."""
+    for done, o in enumerate(outputs, 1):
+        yield o
+        if progress and (done % every == 0 or done == n):
+            progress(done, n, what)
+
+
 def _chosen(size: int, n: int, seed: int) -> np.ndarray:
     """The ``min(n, size)`` seeded random dataset indices of :func:`per_image_losses`, sorted."""
     k = min(int(n), size)
@@ -459,7 +468,12 @@ def _predictions_cache(run: Run, split: Split) -> Path:
     return run.dir / f"predictions-{split}-{run.hash}.npz"
 
 
-def predictions(run: Run, split: Split, device: str | torch.device = "auto") -> dict[str, Any]:
+Progress = Callable[[int, int, str], None]  # (images done, images in all, what is computed)
+
+
+def predictions(run: Run, split: Split, device: str | torch.device = "auto", *,
+                get_model: Callable[[], nn.Module] | None = None,
+                progress: Progress | None = None) -> dict[str, Any]:
     """Every image of ``split`` through the run's network, without augmentation
     (``data.build_eval_dataset``): ``index`` (dataset index), ``ids``, ``labels`` and
     ``predictions`` uint8 (N, H, W) (255 = ignore in labels; the leaf run: 0/1 at p >= 0.5),
@@ -471,25 +485,38 @@ def predictions(run: Run, split: Split, device: str | torch.device = "auto") -> 
     A finished run's arrays are cached as ``predictions-<split>-<run hash>.npz`` in its folder
     (:func:`cached_arrays`) and recomputed when that file is missing, unreadable, lacks a key,
     is another run's or was edited; computed once per (run, seed, split) through
-    :func:`infer`."""
+    :func:`infer` (:func:`prediction_arrays`: ``get_model`` gives the network, default
+    :func:`load_model`; ``progress`` says how far, e.g. the explorer's bar)."""
     cache = _predictions_cache(run, split)
     leaf = run.run_cfg.num_classes == 1
     keys = PREDICTION_KEYS + (("probabilities",) if leaf else ())
 
     def compute() -> dict[str, Any]:
-        out = _prediction_arrays(run, split, device)
+        out = prediction_arrays(run, split, device, get_model=get_model, progress=progress)
         return {**out, "ids": np.asarray(out["ids"], dtype=str)}
 
     out = cached_arrays(run, cache, keys, compute)
     return {**out, "ids": [str(i) for i in out["ids"]]}
 
 
-def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> dict[str, Any]:
+def prediction_arrays(run: Run, split: Split, device: str | torch.device = "auto", *,
+                      get_model: Callable[[], nn.Module] | None = None,
+                      progress: Progress | None = None, dataset: Any = None) -> dict[str, Any]:
+    """The arrays of :func:`predictions`, computed (no cache): ``dataset`` replaces the split's
+    evaluation images (bench/explore.py times 100); ``progress(done, n, what)`` is called while
+    the network loads and after each batch."""
     rc = run.run_cfg
     leaf = rc.num_classes == 1
     k = 2 if leaf else rc.num_classes
-    ds = data.build_eval_dataset(rc, split)
+    ds = data.build_eval_dataset(rc, split) if dataset is None else dataset
     n = len(ds)
+    names = {"heldout": "held-out", "train": "training"}
+    what = f"predicting {names.get(split, split)} images of {run.name} seed {rc.seed}"
+    if progress:
+        progress(0, n, f"loading the network of {run.name} seed {rc.seed}")
+    model = get_model() if get_model else load_model(run, resolve_device(device))
+    if progress:
+        progress(0, n, what)
     take = {
         "labels": lambda o: (o.target > 0.5 if leaf else o.target).long().clamp(0, 255)
         .to(torch.uint8).numpy(),
@@ -499,7 +526,8 @@ def _prediction_arrays(run: Run, split: Split, device: str | torch.device) -> di
     }
     if leaf:
         take["probabilities"] = lambda o: o.probability.half().cpu().numpy()
-    got = gather(infer(load_model(run, resolve_device(device)), rc, ds), **take)
+    got = gather(_reporting(infer(model, rc, ds), n, rc.eval_batch_size, progress, what),
+                 **take)
     empty = {"labels": np.zeros((0, 1, 1), np.uint8), "predictions": np.zeros((0, 1, 1), np.uint8),
              "confusion": np.zeros((0, k, k), np.int64),
              "probabilities": np.zeros((0, 1, 1), np.float16)}

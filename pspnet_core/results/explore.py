@@ -5,11 +5,11 @@ Plain functions and the :class:`Explorer` cache; no widgets, what the tests call
 :func:`run_grid`, :meth:`Explorer.histories`, :func:`image_table`, :func:`sort_table`,
 :func:`error_map`, :func:`threshold_metrics`, :func:`classes_present`, and the figures
 :meth:`Explorer.curves_figure`, :meth:`Explorer.image_figure`,
-:meth:`Explorer.compare_figure`. Predictions are :func:`pspnet_core.results.analysis.predictions`'
-arrays, read from the run folder's cache or computed once per (run, seed, split) by
-:func:`compute_predictions` (batches of 16, channels_last, ``inference_mode``, the network
-kept per (run, seed); a ``progress(done, total, what)`` callback says how far) and cached
-there; the explorer keeps what it read in memory, so a new selection only redraws.
+:meth:`Explorer.compare_figure`. Predictions are
+:func:`pspnet_core.results.analysis.predictions` (the one inference loop and cache format):
+read from the run folder or computed once per (run, seed, split) with the network the explorer
+keeps per (run, seed), a ``progress(done, total, what)`` callback saying how far; the explorer
+keeps what it read in memory, so a new selection only redraws.
 
 The explorer trains nothing: it shows the runs the store holds (``get_run(...,
 train=False)``); the notebooks (or ``pspnet-train``) train them.
@@ -18,22 +18,18 @@ train=False)``); the notebooks (or ``pspnet-train``) train them.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pspnet_core import data
 from pspnet_core.config import StudyConfig, load_params
-from pspnet_core.losses import segmentation_loss
 from pspnet_core.metrics import (
     IGNORE_INDEX,
-    confusion_matrix,
     dice_from_counts,
     iou_from_counts,
-    scene_complexity,
 )
 from pspnet_core.results import analysis, plots
 from pspnet_core.results.figure_base import _blank
@@ -47,11 +43,10 @@ ERROR_COLORS = {"correct": (235, 235, 235), "wrong": (214, 39, 40), "ignore": (2
 SPLIT_NAMES = {"heldout": "held-out", "train": "training"}
 # images per forward pass of a first load: on 2 CPU cores a batch of 16 small images costs about
 # half as much per image as batches of 1-4 (bench/explore.py)
-BATCH_SIZE = 16
 MODELS_KEPT = 2  # networks kept in memory (the last ones used)
 
 # progress(done, total, what): what a first load computes and how far (the widgets' bar)
-Progress = Callable[[int, int, str], None]
+Progress = analysis.Progress
 
 # ---------------------------------------------------------------- data layer: tables
 
@@ -185,61 +180,6 @@ def run_colors(names: Sequence[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 
-def compute_predictions(run: Run, split: str, get_model: Callable[[], Any] | None = None,
-                        progress: Progress | None = None, batch_size: int = BATCH_SIZE,
-                        dataset: Any = None) -> dict[str, Any]:
-    """The arrays of :func:`analysis.predictions` (same keys, same values) computed on the CPU in
-    batches of ``batch_size`` (channels_last) under ``torch.inference_mode``, calling
-    ``progress(done, total, what)`` while the network loads and after each batch;
-    ``get_model()`` gives the network (default :func:`analysis.load_model`); ``dataset``
-    replaces the split's evaluation dataset (bench/explore.py times 100 images)."""
-    rc = run.run_cfg
-    leaf = rc.num_classes == 1
-    k = 2 if leaf else rc.num_classes
-    ds = data.build_eval_dataset(rc, split) if dataset is None else dataset
-    n = len(ds)
-    what = f"predicting {SPLIT_NAMES.get(split, split)} images of {run.name} seed {rc.seed}"
-    if progress:
-        progress(0, n, f"loading the network of {run.name} seed {rc.seed}")
-    model = get_model() if get_model else analysis.load_model(run, "cpu")
-    if progress:
-        progress(0, n, what)
-    labels, preds, confs, losses, probs = [], [], [], [], []
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            batch = [ds[i] for i in range(start, min(start + batch_size, n))]
-            x = torch.stack([img for img, _ in batch])
-            target = torch.stack([lab for _, lab in batch])
-            logits = analysis.predict(model, x, rc.precision, channels_last=True)
-            losses.append(segmentation_loss(logits, target, reduction="per_image").double())
-            if leaf:
-                p = torch.sigmoid(logits[:, 0])
-                pred, lab, ignore = (p >= 0.5).long(), (target > 0.5).long(), -1
-                probs.append(p.half().numpy())
-            else:
-                pred, lab, ignore = logits.argmax(1), target.long(), IGNORE_INDEX
-            confs += [confusion_matrix(pr, tg, k, ignore_index=ignore).numpy()
-                      for pr, tg in zip(pred, lab, strict=True)]
-            preds.append(pred.to(torch.uint8).numpy())
-            labels.append(lab.clamp(0, 255).to(torch.uint8).numpy())
-            if progress:
-                progress(min(start + batch_size, n), n, what)
-    out: dict[str, Any] = {
-        "index": np.arange(n),
-        "ids": np.asarray([str(i) for i in ds.ids] if hasattr(ds, "ids")
-                          else [str(i) for i in range(n)], dtype=str),
-        "labels": np.concatenate(labels) if labels else np.zeros((0, 1, 1), np.uint8),
-        "predictions": np.concatenate(preds) if preds else np.zeros((0, 1, 1), np.uint8),
-        "confusion": np.stack(confs) if confs else np.zeros((0, k, k), np.int64),
-        "loss": torch.cat(losses).numpy() if losses else np.zeros(0),
-        "complexity": np.asarray([scene_complexity(ds.load_raw(i)[1])["complexity"]
-                                  for i in range(n)], dtype=float),
-    }
-    if leaf:
-        out["probabilities"] = np.concatenate(probs) if probs else np.zeros((0, 1, 1), np.float16)
-    return out
-
-
 # ---------------------------------------------------------------- data layer: the cache
 
 
@@ -319,9 +259,9 @@ class Explorer:
         if key not in self._models:
             if len(self._models) >= MODELS_KEPT:  # a ResNet50 is ~100 MB: keep the last few
                 self._models.pop(next(iter(self._models)))
-            # channels_last: ~20 % faster convolutions on the CPU (bench/explore.py)
-            self._models[key] = analysis.load_model(self.run(name, seed), "cpu").to(
-                memory_format=torch.channels_last)
+            # the run's own memory format (analysis.load_model): the explorer's first load
+            # writes the same cache as analysis.predictions, so it must give the same bits
+            self._models[key] = analysis.load_model(self.run(name, seed), "cpu")
         return self._models[key]
 
     def loaded(self, name: str, seed: int, split: str) -> bool:
@@ -331,18 +271,13 @@ class Explorer:
     def predictions(self, name: str, seed: int, split: str,
                     progress: Progress | None = None) -> dict[str, Any]:
         """:func:`analysis.predictions` of a (run, seed, split): read from the run folder's
-        cache, else computed once by :func:`compute_predictions` (``progress`` says how far)
+        cache, else computed once (the network this explorer keeps; ``progress`` says how far)
         and cached there; kept in memory."""
         key = (name, int(seed), split)
         if key not in self._pred:
-            run = self.run(name, seed)
-            keys = analysis.PREDICTION_KEYS + (
-                ("probabilities",) if run.run_cfg.num_classes == 1 else ())
-            out = analysis.cached_arrays(
-                run, analysis._predictions_cache(run, split), keys,
-                lambda: compute_predictions(run, split, lambda: self.model(name, seed),
-                                            progress))
-            self._pred[key] = {**out, "ids": [str(i) for i in out["ids"]]}
+            self._pred[key] = analysis.predictions(
+                self.run(name, seed), split, "cpu", get_model=lambda: self.model(name, seed),
+                progress=progress)
         return self._pred[key]
 
     def table(self, name: str, seed: int, split: str,
