@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from pspnet_core import data
 from pspnet_core.config import StudyConfig, load_params
@@ -30,10 +31,12 @@ from pspnet_core.metrics import (
     IGNORE_INDEX,
     dice_from_counts,
     iou_from_counts,
+    per_class_iou,
+    pixel_accuracies,
 )
 from pspnet_core.results import analysis, plots
 from pspnet_core.results.figure_base import _blank
-from pspnet_core.store.runs import Run
+from pspnet_core.store.runs import Run, list_runs
 from pspnet_core.train.grid import get_run
 
 SPLITS = ("heldout", "train")
@@ -52,15 +55,12 @@ Progress = analysis.Progress
 
 
 def run_grid(cfg: StudyConfig) -> pd.DataFrame:
-    """One row per (run, seed) of the preset: task, status ("done", "partial", "absent") and
-    completed epochs; nothing is trained."""
-    rows = []
-    for name, spec in cfg.runs.items():
-        for seed in cfg.seeds:
-            r = get_run(cfg, name, train=False, seed=seed)
-            rows.append({"run": name, "seed": seed, "task": spec.task, "status": r.status,
-                         "epochs_done": r.epochs_done, "epochs": r.run_cfg.epochs})
-    return pd.DataFrame(rows)
+    """The run store's grid (:func:`pspnet_core.store.runs.list_runs`: one row per (run, seed)
+    of the preset, a damaged folder listed as such) with each run's task; nothing is
+    trained."""
+    table = list_runs(cfg)
+    table.insert(2, "task", [cfg.runs[name].task for name in table["run"]])
+    return table[["run", "seed", "task", "status", "epochs_done", "epochs"]]
 
 
 def metric_columns(task: str) -> list[str]:
@@ -74,12 +74,8 @@ def image_table(pred: Mapping[str, Any], names: Sequence[str], task: str = "voc"
     ``dice`` / ``iou`` of the disease class, ``pixel_acc``, ``complexity`` and one ``IoU <name>``
     column per class (NaN where the class is in neither label nor prediction)."""
     conf = np.asarray(pred["confusion"], dtype=np.float64)  # (N, K, K)
-    tp = np.diagonal(conf, axis1=1, axis2=2)
-    union = conf.sum(1) + conf.sum(2) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)  # (N, K)
-        total = conf.sum((1, 2))
-        acc = np.where(total > 0, tp.sum(1) / total, np.nan)
+    iou = per_class_iou(torch.as_tensor(conf)).numpy()  # (N, K): metrics' one definition
+    acc = pixel_accuracies(torch.as_tensor(conf)).numpy()  # (N,)
     frame = pd.DataFrame({"index": np.asarray(pred["index"], dtype=int),
                           "id": [str(i) for i in pred["ids"]],
                           "loss": np.asarray(pred["loss"], dtype=float)})
