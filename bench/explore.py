@@ -46,6 +46,7 @@ class Repeated:
 
     def __init__(self, ds, n: int) -> None:
         self.ds, self.n = ds, n
+        self.transform = ds.transform  # analysis.loss_complexity sends masks through it
         base = list(getattr(ds, "ids", range(len(ds))))
         self.ids = [f"{base[i % len(ds)]}-{i // len(ds)}" for i in range(n)]
 
@@ -101,16 +102,10 @@ def first_load_rows(ex, run_name: str, seed: int, split: str, n: int) -> list[tu
                                           get_model=lambda: fresh.model(run_name, seed))
 
     own = len(data.build_eval_dataset(rc, split))
-    rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics (after)",
+    rows.insert(0, (f"first load: {n} images, network loaded, predictions + metrics",
                     timed(lambda: after(ds))))
-    # the split's own images, before (analysis.predictions' computation: batches of
-    # eval_batch_size, no_grad, contiguous) and after, alternated so both see the same load
-    before_s, after_s = [], []
-    for _ in range(2):
-        before_s.append(timed(lambda: analysis.prediction_arrays(run, split, "cpu")))
-        after_s.append(timed(after))
-    rows.insert(1, (f"first load of the split's own {own} images, before", min(before_s)))
-    rows.insert(2, (f"first load of the split's own {own} images, after", min(after_s)))
+    rows.insert(1, (f"first load of the split's own {own} images",
+                    min(timed(after) for _ in range(2))))
     return rows
 
 
