@@ -34,6 +34,12 @@ from pspnet_core.results.explore import (
 )
 
 
+def _show_error(image: Any, status: Any, err: Exception) -> None:
+    """A tab's load failed: its image cleared (no old figure left under the message)."""
+    image.value = b""
+    status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+
+
 def study(preset: str | StudyConfig = "smoke", overrides: dict[str, Any] | None = None,
           run: str | None = None, seed: int | None = None, split: str = "heldout") -> Any:
     """The explorer of a preset's trained runs as an ipywidgets ``Tab`` (Curves, Images,
@@ -229,8 +235,7 @@ def _images_tab(w: Any, ex: Explorer, ready: list[str], run: str, seed: int | No
             info.value = (f"<small>{len(table)} {sp} images of {name} seed {sd}; mean loss "
                           f"{table['loss'].mean():.3f}</small>")
         except Exception as err:
-            image.value = b""
-            status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+            _show_error(image, status, err)
         finally:
             state["busy"] = False
         draw()
@@ -315,8 +320,7 @@ def _compare_tab(w: Any, ex: Explorer, ready: list[str], run: str, split: str) -
                              for r in table.to_dict("records")]
             img_w.value = _keep(img_w.options, chosen)
         except Exception as err:
-            image.value = b""
-            status.value = f"<span style='color:#b00'>{type(err).__name__}: {err}</span>"
+            _show_error(image, status, err)
         finally:
             state["busy"] = False
         draw()

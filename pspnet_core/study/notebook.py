@@ -60,18 +60,22 @@ def augmentation_run(cfg: StudyConfig) -> str:
     return next(n for n, spec in cfg.runs.items() if spec.task == "voc" and spec.arch == "pspnet")
 
 
+def _kernel_shell() -> Any:
+    """The IPython shell of this kernel, or None outside one."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython ships with the notebooks' kernel
+        return None
+    return get_ipython()
+
+
 PAPERMILL_HEADER = "# Parameters\n"  # the first line of the cell papermill injects
 
 
 def injected_names(shell: Any = None) -> set[str] | None:
     """The names papermill's injected-parameters cell assigned in this kernel (``-p``, ``-y``,
     ``pspnet-study``), or None outside a kernel or when no cell was injected."""
-    if shell is None:
-        try:
-            from IPython import get_ipython
-        except ImportError:  # pragma: no cover - IPython ships with the notebooks' kernel
-            return None
-        shell = get_ipython()
+    shell = shell if shell is not None else _kernel_shell()
     if shell is None:
         return None
     cells = [c for c in shell.user_ns.get("In", []) if c.startswith(PAPERMILL_HEADER)]
@@ -97,11 +101,7 @@ def _cell_error(shell: Any, etype: type, value: BaseException, tb: Any,
 def install_cell_boundary() -> bool:
     """In an IPython kernel, show every later cell's expected error as one line (the CLIs'
     boundary, ``errors.py``); returns whether it is installed (False outside IPython)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:  # pragma: no cover - IPython ships with the notebooks' kernel
-        return False
-    shell = get_ipython()
+    shell = _kernel_shell()
     if shell is None:
         return False
     if getattr(shell, "_pspnet_cell_boundary", False):
