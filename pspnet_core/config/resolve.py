@@ -39,6 +39,7 @@ def resolve_run(cfg: StudyConfig, run: str, seed: int | None = None) -> RunConfi
         batch_size=cfg.train.batch_size,
         eval_batch_size=cfg.train.eval_batch_size,
         image_size=cfg.train.leaf_image_size if leaf else cfg.train.image_size,
+        clean_images=cfg.train.clean_images,
         seed=int(seed),
         precision=resolve_precision(cfg.precision, cfg.device).name,
         channels_last=cfg.channels_last,

@@ -174,6 +174,9 @@ class TrainConfig:
     image_size: int = field(default=473, metadata=_rng(64, 4096))
     leaf_epochs: int = field(default=30, metadata=_rng(1, 10000))
     leaf_image_size: int = field(default=473, metadata=_rng(64, 4096))
+    # the clean training loss is measured on the first min(n_train, n_heldout, clean_images)
+    # training images of the seeded split (train.engine.clean_training_set)
+    clean_images: int = field(default=500, metadata=_rng(1, COUNT_MAX))
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,7 @@ class RunConfig:
     batch_size: int
     eval_batch_size: int
     image_size: int
+    clean_images: int
     seed: int
     precision: Literal["fp32", "bf16"]  # resolved from the preset's (auto -> fp32 or bf16)
     channels_last: bool

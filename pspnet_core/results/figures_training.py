@@ -95,8 +95,8 @@ def _style_loss_axis(ax_loss: Any, log_loss: bool) -> None:
     if log_loss:
         ax_loss.set_yscale("log")
     # train_loss: the paper's running mean over augmented batches (train_clean_loss is not drawn)
-    ax_loss.set_title("loss: train solid (running mean over the epoch's augmented batches, as "
-                      "the paper plots), held-out dashed", fontsize=9)
+    ax_loss.set_title("loss: train solid, held-out dashed\ntrain = running mean over the "
+                      "epoch's augmented batches (as the paper plots)", fontsize=9)
     ax_loss.grid(alpha=0.3)
     if ax_loss.lines:
         ax_loss.legend(fontsize=8, ncol=2)

@@ -444,7 +444,7 @@ def setup_training(
         )
     batch = run_cfg.batch_size // world
     train_ds, heldout_ds = data.build_datasets(run_cfg)  # generates synthetic data if missing
-    clean_ds = clean_training_set(run_cfg, len(train_ds), len(heldout_ds))
+    clean_ds = clean_training_set(run_cfg, len(train_ds), len(heldout_ds))  # fixed images
 
     seed_everything(run_cfg.seed)
     if build_model is None:  # the run's own network: PSPNet or the U-Net baseline
@@ -468,12 +468,14 @@ def setup_training(
 
 
 def clean_training_set(run_cfg: RunConfig, n_train: int, n_heldout: int) -> Dataset:
-    """The images the clean training loss is measured on: the first ``min(n_train,
-    n_heldout)`` training images (the split is seeded and shuffled, so a fixed random sample),
+    """The images the clean training loss is measured on: the first ``min(n_train, n_heldout,
+    train.clean_images)`` training images (the split is seeded and shuffled, so a fixed random
+    sample),
     through the held-out transform, the same images every epoch. Measured in eval mode like the
     held-out loss, it compares with it directly; the running ``train_loss`` (augmented, mixed,
     dropout on, batch statistics) is what the paper plots (docs/method.md, *Training loss*)."""
-    return Subset(data.build_eval_dataset(run_cfg, "train"), range(min(n_train, n_heldout)))
+    n = min(n_train, n_heldout, run_cfg.clean_images)
+    return Subset(data.build_eval_dataset(run_cfg, "train"), range(n))
 
 
 def resume_training(
