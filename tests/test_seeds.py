@@ -1,5 +1,5 @@
 """Seeds as a study parameter: ``seeds:`` in the preset, one run folder per (run, seed), the
-run x seed grid in ``list_runs`` / ``train --list``, ``engine.get_runs``; and the per-image mIoU
+run x seed grid in ``list_runs`` / ``train --list``, ``grid.get_runs``; and the per-image mIoU
 column of ``analysis.ranked_losses`` (claim 4(b)). Nothing here trains."""
 
 from __future__ import annotations

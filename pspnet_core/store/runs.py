@@ -34,10 +34,10 @@ file and the remedy); :func:`list_runs` shows every run, marking damaged ones, a
 The store opens only regular files (a FIFO or device named ``checkpoint.pt`` is refused, never
 read) and never follows a run folder that is a symbolic link.
 
-This module only stores (it builds no network): ``engine.get_run`` / ``engine.fit`` train into
-it, ``analysis`` reads trained runs (``analysis.load_model(run)`` rebuilds the network). An
-``flock`` on the run *folder's* file descriptor, held for the whole run, stops two processes from
-training the same run at once (the OS releases it if a process dies; deleting the ``.lock`` file,
+This module only stores (it builds no network): ``train.grid.get_run`` / ``train.engine.fit``
+train into it, ``analysis`` reads trained runs (``analysis.load_model(run)`` rebuilds the
+network). An ``flock`` on the run *folder's* file descriptor, held for the whole run, stops two
+processes from training the same run at once (the OS releases it if a process dies; deleting the ``.lock`` file,
 which only records the holder's pid, does not release it). A run that fails before its first
 checkpoint leaves no folder behind. Checkpoints are read with ``torchfile.load_torch_file``.
 
@@ -433,7 +433,8 @@ class Run:
                 )
             raise RunNotTrainedError(
                 f"run {self.name!r} has no checkpoint at {self.checkpoint_path}; "
-                "train it with engine.get_run(cfg, run) or python -m pspnet_core.train"
+                "train it with pspnet_core.train.grid.get_run(cfg, run) or "
+                "python -m pspnet_core.train"
             )
         return self._load_checkpoint(map_location)
 

@@ -10,7 +10,7 @@ time (on a GPU machine each job gets its own ``--gpus-per-job`` GPUs); its queue
 process, so it always waits.
 
 Each job is :class:`TrainPair`: it trains its (run, seed) through the run store
-(``engine.get_run``), so the run lock keeps one trainer per run, a finished run returns at once
+(``grid.get_run``), so the run lock keeps one trainer per run, a finished run returns at once
 and an interrupted one resumes from its last checkpoint. A job that SLURM times out or preempts
 is requeued by submitit (``Checkpointable``) and resumes the same way; a job killed otherwise
 resumes when the grid is submitted again. A pair is not submitted when it is done, when a
