@@ -39,7 +39,8 @@ train into it, ``analysis`` reads trained runs (``analysis.load_model(run)`` reb
 network). An ``flock`` on the run *folder's* file descriptor, held for the whole run, stops two
 processes from training the same run at once (the OS releases it if a process dies; deleting the
 ``.lock`` file, which only records the holder's pid, does not release it). A run that fails
-before its first checkpoint leaves no folder behind. Checkpoints are read with ``torchfile.load_torch_file``.
+before its first checkpoint leaves no folder behind. Checkpoints are read with
+``torchfile.load_torch_file``.
 
 This module is the run state model; what the files may be and how they are written and read
 back (regular files only, atomic writes, the history table) is :mod:`pspnet_core.store.files`.
